@@ -1,0 +1,377 @@
+"""The ``genmodels`` command line: parse arguments, call the public API, print.
+
+Every user error is one line on stderr starting with ``error:`` and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from genmodels.errors import ConfigError, GenmodelsError
+
+EXAMPLES = {
+    "train": """examples:
+  genmodels train vae --dataset fashion-mnist --max-time 10 --out runs/vae-fm
+  genmodels train mlp-ae --dataset digits --steps 2000 --set model.latent_dim=2
+  genmodels train conv-vae --dataset folder:~/faces --set data.image_size=32 --set data.channels=3
+  genmodels train --resume runs/vae-fm --steps 20000""",
+    "sample": """examples:
+  genmodels sample runs/vae-fm -n 64 -o samples.png
+  genmodels sample runs/vae-fm -n 10000 -o samples.npz --seed 1   # uint8, N x C x H x W under 'images'
+  genmodels sample runs/cvae-fm -n 40 -o bags.png --class 8""",
+    "reconstruct": "example:\n  genmodels reconstruct runs/vae-fm -o recon.png -n 30",
+    "interpolate": "example:\n  genmodels interpolate runs/vae-fm -o interp.png --pairs 6 --steps 10",
+    "latent": "example:\n  genmodels latent runs/ae2d -o latent.png   # needs latent_dim=2",
+    "evaluate": "example:\n  genmodels evaluate runs/vae-fm -n 2000 --k 1000",
+    "datasets": "example:\n  genmodels datasets --data-dir ~/data",
+    "models": "example:\n  genmodels models",
+    "quickstart": "example:\n  genmodels quickstart --out runs/quickstart",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="genmodels",
+        description="Train, sample and evaluate classical deep generative image models.",
+        epilog="Run 'genmodels COMMAND --help' for each command's options and an example.",
+    )
+    p.add_argument("--version", action="version", version=_version())
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def cmd(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            epilog=EXAMPLES[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    t = cmd("train", "train a model (or a family's recommended model) into a run directory")
+    t.add_argument("model", nargs="?", help="model or family name (see 'genmodels models'); omit with --resume")
+    t.add_argument("--dataset", help="digits (default), mnist, fashion-mnist, kmnist, cifar10, folder:PATH, npz:PATH")
+    t.add_argument("--config", help="YAML file with model / train / data sections")
+    t.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. train.lr=1e-3 or model.latent_dim=2 (repeatable)",
+    )
+    lim = t.add_mutually_exclusive_group()
+    lim.add_argument("--steps", type=int, help="number of optimiser steps")
+    lim.add_argument("--max-time", type=float, metavar="MINUTES", help="train for this many wall-clock minutes")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--out", help="run directory (default runs/<model>-<dataset>-<time>)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed run")
+    t.add_argument("--data-dir", help="where dataset files are looked for first (and downloaded to)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    s = cmd("sample", "draw samples from a trained run into a PNG grid or an .npz of uint8 images")
+    s.add_argument("run")
+    s.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
+    s.add_argument("-o", "--output", required=True, help="FILE.png (a grid) or FILE.npz (key 'images', N x C x H x W)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--class", dest="klass", type=int, help="conditional models: sample only this class")
+    s.add_argument("--weights", choices=["ema", "raw"], default="ema")
+    s.add_argument("--device", default="auto")
+
+    r = cmd("reconstruct", "show test images above their reconstructions")
+    r.add_argument("run")
+    r.add_argument("-o", "--output", required=True)
+    r.add_argument("-n", type=int, default=30)
+    r.add_argument("--split", default="test")
+    r.add_argument("--seed", type=int, default=0, help="which test images (a seeded random choice)")
+
+    i = cmd("interpolate", "decode along paths between pairs of images (or latent draws)")
+    i.add_argument("run")
+    i.add_argument("-o", "--output", required=True)
+    i.add_argument("--pairs", type=int, default=6)
+    i.add_argument("--steps", type=int, default=10)
+    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--prior", action="store_true", help="interpolate between prior draws (slerp), not test images")
+
+    la = cmd("latent", "2-D latent models: the test set's codes coloured by class, and the decoded manifold")
+    la.add_argument("run")
+    la.add_argument("-o", "--output", required=True, help="scatter PNG; the manifold goes beside it (*-manifold.png)")
+    la.add_argument("-n", type=int, default=5000, help="test images to scatter")
+
+    e = cmd("evaluate", "evaluate a run on the test split and write eval.json / eval.md into it")
+    e.add_argument("run")
+    e.add_argument("-n", type=int, default=10000, help="test images to use (default all, up to 10000)")
+    e.add_argument("--k", type=int, default=1000, help="importance samples for the IWAE bound (default 1000)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--device", default="auto")
+
+    d = cmd("datasets", "list datasets: shape, classes, and where each was found or why not")
+    d.add_argument("--data-dir")
+    d.add_argument("--json", action="store_true")
+
+    m = cmd("models", "list every registered model with its family and a one-line description")
+    m.add_argument("--json", action="store_true")
+
+    q = cmd(
+        "quickstart",
+        "train a small VAE on the bundled digits (under 2 minutes on 2 cores) and write its grids",
+    )
+    q.add_argument("--out", default="runs/quickstart")
+    q.add_argument("--max-time", type=float, default=1.5, metavar="MINUTES")
+    return p
+
+
+def _version() -> str:
+    from genmodels import __version__
+
+    return f"genmodels {__version__}"
+
+
+def _save_images(images: Any, output: str, labels: Any = None) -> None:
+    """Write samples as a PNG grid or an .npz of uint8 N x C x H x W under 'images'."""
+    from genmodels.viz import save_grid, to_uint8
+
+    out = Path(output)
+    suffix = out.suffix.lower()
+    if suffix not in (".png", ".npz"):
+        raise ConfigError(f"output {output} must end in .png or .npz")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".png":
+            save_grid(images, out)
+        else:
+            import numpy as np
+
+            arrays = {"images": to_uint8(images)}
+            if labels is not None:
+                arrays["labels"] = np.asarray(labels, dtype=np.int64)
+            tmp = out.with_name(f".{out.name}.tmp.npz")
+            np.savez_compressed(tmp, **arrays)
+            os.replace(tmp, out)
+    except OSError as e:
+        raise GenmodelsError(f"cannot write {output}: {e.strerror or e}; choose another -o path") from None
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from genmodels.config import parse_set
+    from genmodels.training import train
+
+    if a.data_dir:
+        a.set = [*a.set, f"data.data_dir={a.data_dir}"]
+    if a.resume and (a.dataset or a.config or a.set):
+        raise ConfigError("--resume continues a run with its saved config; drop --dataset/--config/--set")
+    run = train(
+        a.model,
+        a.dataset,
+        steps=a.steps,
+        max_time=a.max_time,
+        batch_size=a.batch_size,
+        seed=a.seed,
+        out=a.out,
+        config=a.config,
+        overrides=parse_set(a.set),
+        resume=a.resume,
+        progress=not a.no_progress,
+    )
+    res = run.extra["result"]
+    last = {k: round(v, 4) for k, v in res.metrics.items() if k not in ("step", "time", "epoch")}
+    print(f"trained {run.model_name} for {res.step} steps in {res.elapsed:.1f} s ({res.stopped_by}); run: {run.path}")
+    if last:
+        print("last metrics: " + ", ".join(f"{k}={v}" for k, v in last.items()))
+    return 130 if res.stopped_by == "interrupt" else 0
+
+
+def cmd_sample(a: argparse.Namespace) -> int:
+    import torch
+
+    from genmodels.training import load_run
+
+    if a.n < 1:
+        raise ConfigError(f"-n must be >= 1, got {a.n}")
+    run = load_run(a.run, weights=a.weights, device=a.device)
+    labels = None
+    if a.klass is not None:
+        if not getattr(run.model, "conditional", False):
+            raise ConfigError(f"--class needs a class-conditional model; {run.model_name} is not one")
+        k = int(run.model.config.num_classes)
+        if not 0 <= a.klass < k:
+            raise ConfigError(f"--class must be in 0..{k - 1}, got {a.klass}")
+        labels = torch.full((a.n,), a.klass, dtype=torch.long)
+    elif getattr(run.model, "conditional", False):
+        labels = torch.arange(a.n) % int(run.model.config.num_classes)
+    t0 = time.perf_counter()
+    images = run.sample(a.n, seed=a.seed, labels=labels)
+    secs = time.perf_counter() - t0
+    _save_images(images, a.output, labels)
+    print(
+        f"wrote {a.n} samples of {run.model_name} (step {run.step}, {run.weights} weights) to {a.output} "
+        f"in {secs:.2f} s ({1000 * secs / a.n:.1f} s per 1,000)"
+    )
+    return 0
+
+
+def _test_images(run: Any, split: str, n: int, seed: int) -> tuple[Any, Any, Any]:
+    import numpy as np
+    import torch
+
+    ds = run.load_data(split)
+    idx = np.random.default_rng(seed).choice(len(ds), size=min(n, len(ds)), replace=False)
+    x = torch.from_numpy(ds.images[idx]).float().div_(255.0)
+    y = torch.from_numpy(ds.labels[idx]) if ds.labels is not None else None
+    return ds, x, y
+
+
+def cmd_reconstruct(a: argparse.Namespace) -> int:
+    from genmodels.training import load_run
+    from genmodels.viz import reconstruction_sheet
+
+    run = load_run(a.run)
+    _, x, y = _test_images(run, a.split, a.n, a.seed)
+    rec = reconstruction_sheet(run.model, x, y, a.output)
+    err = float((rec - x).abs().mean())
+    print(f"wrote {len(x)} {a.split} images and their reconstructions to {a.output} (mean abs error {err:.4f})")
+    return 0
+
+
+def cmd_interpolate(a: argparse.Namespace) -> int:
+    import torch
+
+    from genmodels.training import load_run
+    from genmodels.viz import interpolation_sheet
+
+    run = load_run(a.run)
+    x = y = None
+    if not a.prior and callable(getattr(run.model, "encode", None)):
+        _, x, y = _test_images(run, "test", 2 * a.pairs, a.seed)
+    g = torch.Generator(device=run.device).manual_seed(a.seed)
+    interpolation_sheet(run.model, x, a.output, steps=a.steps, pairs=a.pairs, generator=g, y=y)
+    print(f"wrote {a.pairs} interpolations of {a.steps} steps to {a.output}")
+    return 0
+
+
+def cmd_latent(a: argparse.Namespace) -> int:
+    from genmodels.training import load_run
+    from genmodels.viz import latent_scatter, manifold_sheet
+
+    run = load_run(a.run)
+    ds, x, y = _test_images(run, "test", a.n, 0)
+    codes = latent_scatter(run.model, x, y, list(ds.classes), a.output, title=f"{run.model_name} on {ds.name} test")
+    out = Path(a.output)
+    sheet = out.with_name(out.stem + "-manifold.png")
+    manifold_sheet(run.model, sheet, codes=None if callable(getattr(run.model, "nll", None)) else codes)
+    print(f"wrote the latent scatter of {len(x)} test images to {a.output} and the manifold to {sheet}")
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from genmodels.eval import evaluate_run
+
+    report = evaluate_run(a.run, n=a.n, k=a.k, seed=a.seed, device=a.device)
+    for line in report["summary_lines"]:
+        print(line)
+    print(f"wrote {Path(a.run) / 'eval.json'} and {Path(a.run) / 'eval.md'}")
+    return 0
+
+
+def cmd_datasets(a: argparse.Namespace) -> int:
+    from genmodels.data import describe_datasets
+
+    rows = describe_datasets(a.data_dir)
+    if a.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'name':<14} {'shape':<10} {'classes':<8} {'status':<13} where / how to get it")
+    for r in rows:
+        shape = "x".join(map(str, r["shape"]))
+        print(f"{r['name']:<14} {shape:<10} {r['num_classes']:<8} {r['status']:<13} {r['where']}")
+    print(
+        "also: folder:PATH (PNG/JPEG files, labels from sub-folders) and npz:PATH (key 'images', optional 'labels')"
+    )
+    return 0
+
+
+def cmd_models(a: argparse.Namespace) -> int:
+    from genmodels.models import FAMILIES, MODELS
+
+    rows = [{"name": n, "family": s.family, "description": s.description} for n, s in MODELS.items()]
+    if a.json:
+        print(json.dumps({"models": rows, "families": FAMILIES}, indent=1))
+        return 0
+    print(f"{'name':<16} {'family':<13} description")
+    for r in rows:
+        print(f"{r['name']:<16} {r['family']:<13} {r['description']}")
+    print(
+        "family names pick the recommended model and config: " + ", ".join(f"{f} -> {m}" for f, m in FAMILIES.items())
+    )
+    return 0
+
+
+def cmd_quickstart(a: argparse.Namespace) -> int:
+    import torch
+
+    from genmodels.training import train
+    from genmodels.training.checkpoint import latest_checkpoint
+    from genmodels.viz import interpolation_sheet, save_grid
+
+    t0 = time.perf_counter()
+    out = Path(a.out)
+    if latest_checkpoint(out / "checkpoints") is not None:
+        raise GenmodelsError(f"{out} already holds a run; pass another --out or delete it")
+    run = train("vae", "digits", max_time=a.max_time, out=out, config=_quickstart_config())
+    save_grid(run.sample(64, seed=0), out / "samples.png", nrow=8)
+    ds = run.load_data("test")
+    x = torch.from_numpy(ds.images[:12]).float().div_(255.0)
+    interpolation_sheet(run.model, x, out / "interpolation.png", steps=10, pairs=6)
+    res = run.extra["result"]
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in res.metrics.items() if k not in ("step", "time", "epoch"))
+    print(f"quickstart: trained {run.model_name} on digits for {res.step} steps in {time.perf_counter() - t0:.0f} s")
+    print(f"  last metrics: {shown}")
+    for name in ("samples.png", "reconstructions.png", "interpolation.png", "loss.png"):
+        print(f"  {out / name}")
+    print(f"next: genmodels sample {out} -n 64 -o more.png; genmodels evaluate {out}")
+    return 0
+
+
+def _quickstart_config() -> str:
+    from importlib import resources
+
+    return str(resources.files("genmodels").joinpath("configs", "quickstart.yaml"))
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "train": cmd_train,
+    "sample": cmd_sample,
+    "reconstruct": cmd_reconstruct,
+    "interpolate": cmd_interpolate,
+    "latent": cmd_latent,
+    "evaluate": cmd_evaluate,
+    "datasets": cmd_datasets,
+    "models": cmd_models,
+    "quickstart": cmd_quickstart,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except GenmodelsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

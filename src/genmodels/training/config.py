@@ -1,0 +1,199 @@
+"""Training and data configs, and how a run's full config is resolved from its sources.
+
+Precedence, lowest first: dataclass defaults; the model's registry defaults; the family's
+recommended YAML (when a family name such as ``vae`` is given); ``--config FILE.yaml``;
+``--set key=value``; explicit CLI flags (``--steps``, ``--batch-size``, ...).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from genmodels.config import field_names, from_dict, load_yaml, to_dict
+from genmodels.errors import ConfigError, closest, unknown
+from genmodels.models import FAMILIES, MODELS, make_config, model_spec
+
+SCHEDULES = ("constant", "cosine", "linear")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+
+
+@dataclass
+class TrainConfig:
+    steps: int | None = 2000  # optimiser steps (generator steps for GANs); null = until max_time
+    max_time: float | None = None  # wall-clock minutes; training stops at whichever limit comes first
+    batch_size: int = 128  # global batch (split across processes under torchrun)
+    lr: float = 1e-3
+    lr_d: float | None = None  # discriminator learning rate (two time-scale rule); null = lr
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam betas
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    schedule: str = "constant"  # constant | cosine | linear decay after warm-up
+    warmup_steps: int = 0  # linear learning-rate warm-up
+    min_lr_ratio: float = 0.0  # the decayed schedules end at lr * min_lr_ratio
+    grad_clip: float | None = None  # clip the global gradient norm to this value
+    ema_decay: float | None = None  # EMA of weights, e.g. 0.999; sampling uses it; null = off
+    ema_warmup: bool = True  # decay_t = min(ema_decay, (1 + t) / (10 + t)), so early EMA tracks fast
+    precision: str = "fp32"  # fp32 | bf16 (autocast, CPU or CUDA) | fp16 (CUDA, loss scaling) | auto
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0
+    log_every: int = 50  # steps between metrics.jsonl / TensorBoard records
+    sample_every: int = 500  # steps between sample grids (0 = only at the end)
+    ckpt_every: int = 1000  # steps between checkpoints (0 = only at the end)
+    ckpt_minutes: float = 5.0  # also checkpoint after this many minutes without one
+    keep_checkpoints: int = 2  # older checkpoints are deleted
+    grid: int = 5  # sample grids are grid x grid images
+    progress: bool = True  # show a progress bar
+
+    def __post_init__(self) -> None:
+        if self.steps is None and self.max_time is None:
+            raise ConfigError("train.steps and train.max_time are both null; set one (--steps N or --max-time M)")
+        if self.steps is not None and self.steps < 0:
+            raise ConfigError(f"train.steps must be >= 0, got {self.steps}")
+        if self.max_time is not None and not self.max_time > 0:
+            raise ConfigError(f"train.max_time must be > 0 minutes, got {self.max_time}")
+        if self.batch_size < 1:
+            raise ConfigError(f"train.batch_size must be >= 1, got {self.batch_size}")
+        for key in ("lr", "lr_d"):
+            v = getattr(self, key)
+            if v is not None and not (v > 0 and math.isfinite(v)):
+                raise ConfigError(f"train.{key} must be a positive number, got {v}")
+        if self.schedule not in SCHEDULES:
+            raise unknown("learning-rate schedule", self.schedule, SCHEDULES)
+        if self.precision not in PRECISIONS:
+            raise unknown("precision", self.precision, PRECISIONS)
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"train.ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ConfigError(f"train.grad_clip must be > 0, got {self.grad_clip}")
+        for key in ("log_every", "sample_every", "ckpt_every", "warmup_steps", "grid"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}")
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"train.betas must be in [0, 1), got {list(self.betas)}")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "digits"  # a catalog name, folder:PATH or npz:PATH
+    image_size: int | None = None  # resize to image_size x image_size
+    channels: int | None = None  # convert to 1 or 3 channels
+    limit: int | None = None  # use only the first N training images
+    data_dir: str | None = None  # where to look for (and download) dataset files first
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"data.limit must be >= 1, got {self.limit}")
+        if self.image_size is not None and self.image_size < 2:
+            raise ConfigError(f"data.image_size must be >= 2, got {self.image_size}")
+        if self.channels is not None and self.channels not in (1, 3):
+            raise ConfigError(f"data.channels must be 1 or 3, got {self.channels}")
+
+
+SECTIONS = ("model", "train", "data")
+
+
+def family_defaults(family: str) -> dict[str, Any]:
+    """The recommended config of a family, from the packaged ``configs/<family>.yaml``."""
+    text = resources.files("genmodels").joinpath("configs", f"{family}.yaml").read_text()
+    import yaml
+
+    return yaml.safe_load(text) or {}
+
+
+def resolve_name(name: str) -> tuple[str, dict[str, Any]]:
+    """(model name, family YAML) for a model or family name; unknown names suggest the closest."""
+    if name in MODELS:
+        return name, {}
+    if name in FAMILIES:
+        fam = family_defaults(name)
+        return fam.get("model_name", FAMILIES[name]), fam
+    raise unknown("model", name, [*MODELS, *FAMILIES])
+
+
+def _merge_layer(into: dict[str, dict[str, Any]], layer: dict[str, Any], origin: str) -> None:
+    """Merge a {section: {key: value}} layer, rejecting unknown sections."""
+    for section, values in layer.items():
+        if section == "model_name":
+            continue
+        if section not in SECTIONS:
+            guess = closest(section, SECTIONS)
+            hint = f"did you mean '{guess}'?" if guess else f"valid sections: {', '.join(SECTIONS)}"
+            raise ConfigError(f"unknown config section '{section}' in {origin}; {hint}")
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"config section '{section}' in {origin} must be a mapping of key: value")
+        into[section].update(values)
+
+
+def _route_sets(sets: dict[str, Any], model_name: str) -> dict[str, dict[str, Any]]:
+    """Route ``--set`` keys to sections: ``train.lr`` explicitly, or a bare key to the one section having it."""
+    spec = model_spec(model_name)
+    owners = {
+        "model": field_names(spec.config_cls),
+        "train": field_names(TrainConfig),
+        "data": field_names(DataConfig),
+    }
+    out: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    for key, value in sets.items():
+        section, dot, rest = key.partition(".")
+        if dot:
+            if section not in SECTIONS:
+                raise unknown("config section", section, SECTIONS)
+            out[section][rest] = value
+            continue
+        having = [s for s, names in owners.items() if key in names]
+        if len(having) == 1:
+            out[having[0]][key] = value
+        elif len(having) > 1:
+            raise ConfigError(f"--set {key} is ambiguous; write {' or '.join(f'{s}.{key}' for s in having)}")
+        else:
+            every = [f"{s}.{n}" for s, names in owners.items() for n in names]
+            guess = closest(key, [*every, *(n for names in owners.values() for n in names)])
+            hint = f"did you mean '{guess}'?" if guess else "see genmodels train --help"
+            raise ConfigError(f"unknown config key '{key}'; {hint}")
+    return out
+
+
+def resolve_run_config(
+    name: str,
+    *,
+    config_file: str | None = None,
+    sets: dict[str, Any] | None = None,
+    flags: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The full, checked run config as a plain dict: ``{model_name, model, train, data}``.
+
+    The model section is complete except for ``image_shape`` / ``num_classes``, which come from the
+    dataset when the model is built.
+    """
+    model_name, family_layer = resolve_name(name)
+    file_layer = load_yaml(config_file) if config_file else {}
+    file_model = file_layer.get("model_name")
+    if file_model is not None and file_model != model_name:
+        if name not in FAMILIES:
+            raise ConfigError(f"{config_file} is a config for {file_model}, not {name}; name {file_model} or drop it")
+        model_name, family_layer = resolve_name(str(file_model))
+    layers: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    layers["train"].update(model_spec(model_name).train_defaults)
+    _merge_layer(layers, family_layer, f"the '{name}' family defaults")
+    if file_layer:
+        _merge_layer(layers, file_layer, str(config_file))
+    _merge_layer(layers, _route_sets(sets or {}, model_name), "--set")
+    for section, values in (flags or {}).items():
+        layers[section].update(values)
+    model_cfg = make_config(model_name, layers["model"])
+    train_cfg = from_dict(TrainConfig, layers["train"], section="train")
+    data_cfg = from_dict(DataConfig, layers["data"], section="data")
+    return {
+        "model_name": model_name,
+        "model": to_dict(model_cfg),
+        "train": to_dict(train_cfg),
+        "data": to_dict(data_cfg),
+    }

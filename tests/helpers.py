@@ -1,0 +1,33 @@
+"""Shared test helpers: real images at test-friendly sizes, and tiny model configs."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+# One tiny config per registered model (a test fails when a model has none): small enough to
+# train a few steps in well under a second.
+TINY: dict[str, dict] = {
+    "mlp-ae": {"hidden": [32, 16], "latent_dim": 2},
+    "conv-ae": {"channels": [8, 16], "blocks": 0, "latent_dim": 4},
+    "mlp-vae": {"hidden": [32], "latent_dim": 4},
+    "conv-vae": {"channels": [8, 16], "blocks": 0, "latent_dim": 4},
+    "cvae": {"channels": [8, 16], "blocks": 0, "latent_dim": 4},
+}
+
+
+def digits_images(n: int | None = None, size: int = 28) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real handwritten digits (scikit-learn's bundled set) as uint8 (N, 1, size, size) and labels."""
+    from genmodels.data import load_dataset
+
+    ds = load_dataset("digits", "train", image_size=size if size != 28 else None)
+    imgs, labels = ds.images, ds.labels
+    if n is not None:
+        imgs, labels = imgs[:n], labels[:n]
+    return torch.from_numpy(np.ascontiguousarray(imgs)), torch.from_numpy(labels)
+
+
+def nn_distance(samples: torch.Tensor, data: torch.Tensor) -> float:
+    """Mean distance from each sample to its nearest data image (both flattened, in [0, 1])."""
+    d = torch.cdist(samples.flatten(1).float(), data.flatten(1).float())
+    return float(d.min(1).values.mean())
