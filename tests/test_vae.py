@@ -164,3 +164,8 @@ def test_conditional_vae_uses_its_labels():
     assert s.shape == (10, 1, 28, 28)
     with pytest.raises(Exception, match="labels"):
         m.loss(Batch(torch.rand(2, 1, 28, 28), None))
+
+
+def test_no_likelihood_is_claimed_for_cross_entropy_on_grey_levels():
+    assert not vae().has_likelihood  # Bernoulli on grey levels: not a distribution of the data
+    assert vae(binarize="dynamic").has_likelihood

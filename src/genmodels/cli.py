@@ -290,9 +290,7 @@ def cmd_datasets(a: argparse.Namespace) -> int:
     for r in rows:
         shape = "x".join(map(str, r["shape"]))
         print(f"{r['name']:<14} {shape:<10} {r['num_classes']:<8} {r['status']:<13} {r['where']}")
-    print(
-        "also: folder:PATH (PNG/JPEG files, labels from sub-folders) and npz:PATH (key 'images', optional 'labels')"
-    )
+    print("also: folder:PATH (PNG/JPEG files, labels from sub-folders) and npz:PATH (key 'images', optional 'labels')")
     return 0
 
 

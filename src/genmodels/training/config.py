@@ -35,7 +35,9 @@ class TrainConfig:
     grad_clip: float | None = None  # clip the global gradient norm to this value
     ema_decay: float | None = None  # EMA of weights, e.g. 0.999; sampling uses it; null = off
     ema_warmup: bool = True  # decay_t = min(ema_decay, (1 + t) / (10 + t)), so early EMA tracks fast
-    precision: str = "fp32"  # fp32 | bf16 (autocast, CPU or CUDA) | fp16 (CUDA, loss scaling) | auto
+    precision: str = (
+        "fp32"  # fp32 | bf16 (autocast, CPU or CUDA) | fp16 (CUDA, loss scaling) | auto (bf16 where native)
+    )
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
     log_every: int = 50  # steps between metrics.jsonl / TensorBoard records

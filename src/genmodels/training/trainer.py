@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import math
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -64,6 +65,16 @@ def derive_seed(*parts: int) -> int:
     """A 63-bit seed from integers, stable across runs and platforms."""
     digest = hashlib.blake2b(",".join(map(str, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether bf16 autocast runs natively here: an Ampere+ GPU, or a CPU with AVX512-BF16 / AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 class BatchStream:
@@ -165,6 +176,7 @@ class Trainer:
         self.elapsed = 0.0
         self.logger: Any = None
         self.saved_step: int | None = None
+        self._last_print = time.monotonic()
         self.history: list[dict[str, Any]] = []
         self._last_ckpt_time = time.monotonic()
 
@@ -190,7 +202,7 @@ class Trainer:
     def _amp_dtype(self) -> torch.dtype | None:
         p = self.config.precision
         if p == "auto":
-            p = "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+            p = "bf16" if bf16_is_fast(self.device) else "fp32"
         if p == "fp16" and self.device.type != "cuda":
             raise GenmodelsError("train.precision=fp16 needs a CUDA device; on the CPU use bf16 or fp32")
         return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[p]
@@ -474,9 +486,15 @@ class Trainer:
         self.history.append(rec)
         if self.logger is not None:
             self.logger.log(rec)
-        if bar is not None:
-            shown = {k: f"{rec[k]:.4g}" for k in list(window)[:3]}
-            bar.set_postfix(shown | {"img/s": f"{rec['images_per_s']:.0f}"}, refresh=False)
+        shown = {k: f"{rec[k]:.4g}" for k in list(window)[:3]} | {"img/s": f"{rec['images_per_s']:.0f}"}
+        if bar is not None and not bar.disable:
+            bar.set_postfix(shown, refresh=False)
+        elif bar is not None and time.monotonic() - self._last_print > 30.0:
+            # No terminal (a log file, CI): a plain line every 30 s instead of carriage-return bars.
+            self._last_print = time.monotonic()
+            total = f"/{self.config.steps}" if self.config.steps else ""
+            items = " ".join(f"{k}={v}" for k, v in shown.items())
+            print(f"step {self.step}{total} ({self.elapsed:.0f} s) {items}", file=sys.stderr, flush=True)
 
     def _progress_bar(self) -> Any:
         if not (self.config.progress and self.is_main):
@@ -490,6 +508,7 @@ class Trainer:
             unit="step",
             dynamic_ncols=True,
             mininterval=1.0,
+            disable=None,  # no bar when stderr is not a terminal
             desc="train",
             leave=True,
         )
