@@ -209,8 +209,9 @@ def test_vae_on_a_fashion_mnist_subset_learns_and_every_command_works(tmp_path):
     report = json.loads((run / "eval.json").read_text())
     assert report["n"] == 200 and report["reconstruction_mse"] < 0.05
     lik = report["likelihood"]  # the default VAE binarises dynamically: a bound on a real likelihood
-    assert lik["k"] == 50 and 0 < lik["nll_iwae_nats"] <= lik["nll_elbo_nats"] < 784 * 0.69
-    assert lik["bpd_iwae"] == pytest.approx(lik["nll_iwae_nats"] / (784 * 0.6931471805599453))
+    assert lik["options"] == {"k": 50} and lik["data"] == "binarized"
+    assert 0 < lik["nats"]["iwae"] <= lik["nats"]["elbo"] < 784 * 0.69
+    assert lik["bpd"]["iwae"] == pytest.approx(lik["nats"]["iwae"] / (784 * 0.6931471805599453))
     assert (run / "eval.md").exists()
 
 
@@ -250,7 +251,7 @@ def test_cvae_samples_the_requested_class(tmp_path):
     r = run_cli("sample", str(run), "-n", "10", "-o", str(tmp_path / "c.npz"), "--class", "3")
     assert r.returncode == 0 and np.load(tmp_path / "c.npz")["labels"].tolist() == [3] * 10
     r = run_cli("evaluate", str(run), "-n", "100", "--k", "20")
-    assert r.returncode == 0 and "test NLL <=" in r.stdout
+    assert r.returncode == 0 and "test NLL (iwae, k=20)" in r.stdout
 
 
 def test_python_api_mirrors_the_cli(tmp_path):
@@ -270,3 +271,14 @@ def test_python_api_mirrors_the_cli(tmp_path):
     again = genmodels.load_run(tmp_path / "api")
     assert again.step == run.step == 5
     assert again.sample(3).shape == (3, 1, 28, 28)
+
+
+def test_quickstart_writes_its_grids(tmp_path):
+    out = tmp_path / "qs"
+    r = run_cli("quickstart", "--out", str(out), "--max-time", "0.1")
+    assert r.returncode == 0, r.stderr
+    assert "quickstart: trained conv-vae on digits" in r.stdout
+    for name in ("samples.png", "reconstructions.png", "interpolation.png", "loss.png", "samples/final.png"):
+        assert (out / name).stat().st_size > 300, name
+    r = run_cli("quickstart", "--out", str(out), "--max-time", "0.1")
+    assert r.returncode == 2 and "already holds a run" in r.stderr

@@ -104,3 +104,15 @@ def test_save_load_round_trip(name, tmp_path):
     raw = load_run(tmp_path / "run", weights="raw")
     differs = any(not torch.equal(raw.model.state_dict()[k], sd1[k]) for k in sd1 if sd1[k].is_floating_point())
     assert differs, "EMA and raw weights must both be stored and differ after training"
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_a_bf16_autocast_step_trains_and_keeps_float32_weights(name):
+    torch.manual_seed(0)
+    m = tiny(name)
+    imgs, labels = digits_images(64)
+    t = Trainer(m, imgs, labels, TrainConfig(steps=2, batch_size=16, progress=False, precision="bf16", log_every=1))
+    t.fit()
+    assert all(torch.isfinite(torch.tensor(v)) for v in t.history[-1].values())
+    assert all(p.dtype == torch.float32 for p in m.parameters())
+    assert all(v.dtype in (torch.float32, torch.int64) for v in m.state_dict().values())

@@ -83,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--class", dest="klass", type=int, help="conditional models: sample only this class")
     s.add_argument("--weights", choices=["ema", "raw"], default="ema")
     s.add_argument("--device", default="auto")
+    _sampling_flags(s)
 
     r = cmd("reconstruct", "show test images above their reconstructions")
     r.add_argument("run")
@@ -110,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--k", type=int, default=1000, help="importance samples for the IWAE bound (default 1000)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto")
+    _sampling_flags(e)
 
     d = cmd("datasets", "list datasets: shape, classes, and where each was found or why not")
     d.add_argument("--data-dir")
@@ -125,6 +127,28 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--out", default="runs/quickstart")
     q.add_argument("--max-time", type=float, default=1.5, metavar="MINUTES")
     return p
+
+
+def _sampling_flags(p: argparse.ArgumentParser) -> None:
+    """Family-specific sampling options; a model that does not take one says so."""
+    g = p.add_argument_group("sampling options (where the model takes them)")
+    g.add_argument("--sampler", help="diffusion: ddpm | ddim | dpm-solver")
+    g.add_argument("--sampling-steps", type=int, help="diffusion: number of sampler steps")
+    g.add_argument("--guidance", type=float, help="conditional diffusion: classifier-free guidance scale")
+    g.add_argument("--truncation", type=float, help="GANs: truncate latents to this many standard deviations")
+    g.add_argument("--temperature", type=float, help="autoregressive models: softmax temperature")
+
+
+def sample_options(a: argparse.Namespace) -> dict[str, Any]:
+    """The sampling options given on the command line, under the names models take them."""
+    pairs = {
+        "sampler": a.sampler,
+        "steps": a.sampling_steps,
+        "guidance": a.guidance,
+        "truncation": a.truncation,
+        "temperature": a.temperature,
+    }
+    return {k: v for k, v in pairs.items() if v is not None}
 
 
 def _version() -> str:
@@ -206,7 +230,7 @@ def cmd_sample(a: argparse.Namespace) -> int:
     elif getattr(run.model, "conditional", False):
         labels = torch.arange(a.n) % int(run.model.config.num_classes)
     t0 = time.perf_counter()
-    images = run.sample(a.n, seed=a.seed, labels=labels)
+    images = run.sample(a.n, seed=a.seed, labels=labels, **sample_options(a))
     secs = time.perf_counter() - t0
     _save_images(images, a.output, labels)
     print(
@@ -272,7 +296,7 @@ def cmd_latent(a: argparse.Namespace) -> int:
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from genmodels.eval import evaluate_run
 
-    report = evaluate_run(a.run, n=a.n, k=a.k, seed=a.seed, device=a.device)
+    report = evaluate_run(a.run, n=a.n, k=a.k, seed=a.seed, device=a.device, options=sample_options(a))
     for line in report["summary_lines"]:
         print(line)
     print(f"wrote {Path(a.run) / 'eval.json'} and {Path(a.run) / 'eval.md'}")

@@ -15,7 +15,13 @@ from genmodels.eval.likelihood import likelihood_report
 
 
 def evaluate_run(
-    run_dir: str | os.PathLike, *, n: int = 10000, k: int = 1000, seed: int = 0, device: str = "auto"
+    run_dir: str | os.PathLike,
+    *,
+    n: int = 10000,
+    k: int = 1000,
+    seed: int = 0,
+    device: str = "auto",
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run on its dataset's test split and write ``eval.json`` and ``eval.md`` into it.
 
@@ -42,15 +48,20 @@ def evaluate_run(
         "split": ds.split,
         "n": len(x),
         "wall_time_s": run.meta.get("wall_time_s"),
+        "sampling_options": options or {},
     }
     lines = [f"{run.model_name} on {ds.name} {ds.split} ({len(x)} images), step {run.step}"]
     model = run.model
     if callable(getattr(model, "nll", None)):
         if getattr(model, "has_likelihood", True):
-            lik = likelihood_report(model, x, y, k=k, seed=seed)
+            lik = likelihood_report(model, x, y, seed=seed, k=k)
             report["likelihood"] = lik
-            lines.append(f"  test NLL <= {lik['nll_iwae_nats']:.2f} nats ({lik['bpd_iwae']:.4f} bits/dim), IWAE k={k}")
-            lines.append(f"  test -ELBO  {lik['nll_elbo_nats']:.2f} nats ({lik['bpd_elbo']:.4f} bits/dim)")
+            opts = ", ".join(f"{key}={v}" for key, v in lik["options"].items())
+            for name in lik["nats"]:
+                lines.append(
+                    f"  test NLL ({name}{', ' + opts if opts else ''}) {lik['nats'][name]:.2f} nats "
+                    f"({lik['bpd'][name]:.4f} bits/dim) on {lik['data']} images"
+                )
         else:
             lines.append(
                 "  no likelihood: a Bernoulli decoder on grey levels is not a distribution of the data "
@@ -77,7 +88,7 @@ def evaluate_run(
         report["reconstruction_mse"] = mse
         lines.append(f"  reconstruction MSE {mse:.5f} (pixels in [0, 1])")
     t0 = time.perf_counter()
-    run.sample(min(1000, max(100, n)), seed=seed)
+    run.sample(min(1000, max(100, n)), seed=seed, **(options or {}))
     secs = time.perf_counter() - t0
     report["seconds_per_1000_samples"] = round(secs * 1000 / min(1000, max(100, n)), 3)
     lines.append(f"  sampling: {report['seconds_per_1000_samples']:.2f} s per 1,000 samples")

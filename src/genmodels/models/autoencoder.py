@@ -28,7 +28,7 @@ class AEConfig:
     latent_dim: int = 2
     hidden: tuple[int, ...] = (128, 64, 32, 16, 8, 4)  # mlp widths between the image and the code
     channels: tuple[int, ...] = (32, 64, 128)  # conv stage widths; each stage after the first halves H, W
-    blocks: int = 1  # conv residual blocks per stage
+    blocks: int = 0  # conv residual blocks per stage
     act: str = "relu"
     recon_loss: str = "bce"  # bce (sigmoid outputs, per-pixel cross-entropy) | mse
     code_momentum: float = 0.01  # running code statistics: new = (1 - m) * old + m * batch
@@ -97,7 +97,8 @@ class Autoencoder(nn.Module):
         m = self.config.code_momentum
         mean = z.mean(0)
         zc = z - mean
-        cov = zc.T @ zc / max(len(z) - 1, 1)
+        with torch.autocast(z.device.type, enabled=False):  # float32 statistics even under bf16 autocast
+            cov = zc.T @ zc / max(len(z) - 1, 1)
         self.code_mean.lerp_(mean, m)
         self.code_cov.lerp_(cov, m)
 

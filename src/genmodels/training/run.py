@@ -111,18 +111,44 @@ class Run:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def sample(self, n: int, *, seed: int = 0, labels: torch.Tensor | None = None, batch: int = 500) -> torch.Tensor:
-        """n samples in [0, 1], (n, C, H, W), on the CPU; deterministic for a seed."""
+    def sample(
+        self, n: int, *, seed: int = 0, labels: torch.Tensor | None = None, batch: int = 500, **options: Any
+    ) -> torch.Tensor:
+        """n samples in [0, 1], (n, C, H, W), on the CPU; deterministic for a seed.
+
+        Args:
+            options: family-specific sampling options the model's ``sample`` accepts (a diffusion
+                model's ``sampler`` and ``steps``, a GAN's ``truncation``, ...); None values are dropped.
+        """
+        options = check_sample_options(self.model, self.model_name, options)
         g = torch.Generator(device=self.device).manual_seed(seed)
         out = []
         with torch.no_grad():
             for i in range(0, n, batch):
                 lab = labels[i : i + batch].to(self.device) if labels is not None else None
-                out.append(self.model.sample(min(batch, n - i), generator=g, labels=lab).float().cpu())
+                out.append(self.model.sample(min(batch, n - i), generator=g, labels=lab, **options).float().cpu())
         return torch.cat(out) if out else torch.empty(0)
 
     def load_data(self, split: str = "train") -> Any:
         return load_data(self.data_config, split)
+
+
+def check_sample_options(model: nn.Module, name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Drop unset options and refuse any the model's ``sample`` does not take, naming the ones it does."""
+    import inspect
+
+    options = {k: v for k, v in options.items() if v is not None}
+    params = inspect.signature(model.sample).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return options
+    accepted = [
+        k for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in ("generator", "labels")
+    ]
+    for key in options:
+        if key not in accepted:
+            takes = f"it takes: {', '.join(accepted)}" if accepted else "it takes no sampling options"
+            raise ConfigError(f"{name} does not take the sampling option '{key}'; {takes}")
+    return options
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
@@ -306,8 +332,8 @@ def _train_locked(
     write_meta(run_dir, meta)
     labels = torch.from_numpy(ds.labels) if ds.labels is not None else None
     trainer = Trainer(model, images_tensor(ds.images), labels, train_cfg, run_dir)
-    if resuming and not trainer.restore():
-        pass  # killed before its first checkpoint: start from the beginning
+    if resuming:
+        trainer.restore()  # False when killed before its first checkpoint: then it starts from the beginning
     status = "diverged"
     try:
         result = trainer.fit()
