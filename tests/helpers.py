@@ -13,6 +13,16 @@ TINY: dict[str, dict] = {
     "mlp-vae": {"hidden": [32], "latent_dim": 4},
     "conv-vae": {"channels": [8, 16], "blocks": 0, "latent_dim": 4},
     "cvae": {"channels": [8, 16], "blocks": 0, "latent_dim": 4},
+    "ddpm": {"channels": [8, 16], "groups": 4, "timesteps": 50, "sampling_steps": 4, "nll_timesteps": 4},
+    "cddpm": {"channels": [8, 16], "groups": 4, "timesteps": 50, "sampling_steps": 4, "nll_timesteps": 4},
+    "masked-pixelcnn": {"channels": 6, "layers": 1, "first_kernel": 3, "output": "logistic", "mixtures": 2},
+    "gated-pixelcnn": {"channels": 6, "layers": 2, "first_kernel": 3, "output": "logistic", "mixtures": 2},
+    "conditional-pixelcnn": {"channels": 6, "layers": 2, "first_kernel": 3, "output": "bernoulli"},
+    "gan-mlp": {"g_hidden": [16, 32], "d_hidden": [32, 16], "latent_dim": 8},
+    "dcgan": {"g_channels": [16, 8], "d_channels": [8, 16], "latent_dim": 8},
+    "wgan-gp": {"g_channels": [16, 8], "d_channels": [8, 16], "latent_dim": 8, "n_critic": 2},
+    "sngan": {"g_channels": [16, 8], "d_channels": [8, 16], "latent_dim": 8},
+    "cgan": {"g_channels": [16, 8], "d_channels": [8, 16], "latent_dim": 8},
 }
 
 

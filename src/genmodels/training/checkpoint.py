@@ -133,8 +133,10 @@ def save_checkpoint(
         _fsync_file(pointer)
         os.replace(pointer, ckpt_root / LATEST)
         _fsync_dir(ckpt_root)
-    except OSError as e:
+    except (OSError, SafetensorError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, SafetensorError):  # safetensors reports I/O failures as its own error type
+            e = _os_error_from(e)
         why = {
             errno.ENOSPC: "the disk is full",
             errno.EROFS: "the file system is read-only",
@@ -147,6 +149,15 @@ def save_checkpoint(
         ) from None
     _prune(ckpt_root, keep, keep_name=name)
     return final
+
+
+def _os_error_from(e: SafetensorError) -> OSError:
+    """The OSError inside a safetensors I/O error message ("... (os error 28)")."""
+    import re
+
+    m = re.search(r"os error (\d+)", str(e))
+    code = int(m.group(1)) if m else errno.EIO
+    return OSError(code, os.strerror(code))
 
 
 def _prune(ckpt_root: Path, keep: int, keep_name: str) -> None:
@@ -193,9 +204,10 @@ def load_checkpoint(path: Path, *, verify: bool = True) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("files"), dict):
         raise CheckpointError(f"checkpoint {path}/state.json is not a genmodels checkpoint of format {FORMAT}")
     out: dict[str, Any] = {"meta": meta, "ema": None}
-    for fname, digest in meta["files"].items():
+    for fname in meta["files"]:
         if fname not in ("model.safetensors", "state.safetensors", "ema.safetensors"):
             raise CheckpointError(f"checkpoint {path} lists an unexpected file '{fname}'; refusing it")
+    for fname, digest in meta["files"].items():
         fpath = path / fname
         if not fpath.exists():
             raise CheckpointError(f"checkpoint file {fpath} is missing")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,9 @@ class MetricsLogger:
         self._file = open(self.path, "a", buffering=1)  # noqa: SIM115
         self._tb = None
         if tensorboard:
+            # TensorBoard's writer imports all of TensorFlow when it is installed (seconds, and log noise on
+            # stderr) unless the marker module `tensorboard.compat.notf` exists; then it uses its own stub.
+            sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(run_dir / "tb"))

@@ -32,6 +32,7 @@ from torch import nn
 from genmodels.config import from_dict
 from genmodels.errors import CheckpointError, ConfigError, GenmodelsError
 from genmodels.models import MODELS, make_config, model_spec
+from genmodels.training import distributed
 from genmodels.training.checkpoint import latest_checkpoint, load_checkpoint
 from genmodels.training.config import DataConfig, TrainConfig, resolve_run_config
 from genmodels.training.trainer import Trainer, TrainResult, derive_seed, images_tensor, pick_device
@@ -276,31 +277,70 @@ def train(
         flag_train.update(steps=steps, max_time=max_time)
     if not progress:
         flag_train["progress"] = False
+    info = distributed.from_env()
+    distributed.init_group(info)
+    with contextlib.ExitStack() as stack:
+        if info.enabled:  # leave the process group cleanly, or gloo aborts the process at exit
+            stack.callback(distributed.shutdown)
+        # Rank 0 resolves the config, names the run and takes its lock; the others follow its decision
+        # (or stop with its error) instead of racing it.
+        decision: tuple[Any, ...] = ("error", "rank 0 did not decide")
+        if info.is_main:
+            try:
+                cfg, run_dir = _decide(model, dataset, config, overrides, resume, out, flag_train)
+                stack.enter_context(run_lock(run_dir))
+                decision = ("ok", cfg, str(run_dir))
+            except GenmodelsError as e:
+                decision = ("error", str(e))
+                if not info.enabled:
+                    raise
+        decision = distributed.broadcast(decision, info)
+        if decision[0] == "error":
+            raise GenmodelsError(decision[1])
+        cfg, run_dir = decision[1], Path(decision[2])
+        train_cfg = from_dict(TrainConfig, cfg["train"], section="train")
+        data_cfg = from_dict(DataConfig, cfg["data"], section="data")
+        return _train_locked(run_dir, cfg, train_cfg, data_cfg, resume is not None, info)
+
+
+def _decide(
+    model: str | None,
+    dataset: str | None,
+    config: str | None,
+    overrides: dict[str, Any] | None,
+    resume: str | os.PathLike | None,
+    out: str | os.PathLike | None,
+    flag_train: dict[str, Any],
+) -> tuple[dict[str, Any], Path]:
+    """The resolved config and run directory of a new or resumed run."""
     if resume is not None:
         run_dir = Path(resume)
         cfg = read_config(run_dir)
         if model is not None and model != cfg["model_name"]:
             raise ConfigError(f"--resume {run_dir} trains {cfg['model_name']}, not {model}; drop the model name")
         cfg["train"].update(flag_train)
-    else:
-        if model is None:
-            raise ConfigError("name a model to train (e.g. genmodels train vae --dataset digits); see genmodels models")
-        flags = {"train": flag_train, "data": {"dataset": dataset} if dataset is not None else {}}
-        cfg = resolve_run_config(model, config_file=config, sets=overrides, flags=flags)
-        run_dir = Path(out) if out is not None else default_out(cfg["model_name"], cfg["data"]["dataset"])
-        if latest_checkpoint(run_dir / "checkpoints") is not None:
-            raise GenmodelsError(
-                f"{run_dir} already holds a trained run; continue it with --resume {run_dir} or pick another --out"
-            )
-    train_cfg = from_dict(TrainConfig, cfg["train"], section="train")
-    data_cfg = from_dict(DataConfig, cfg["data"], section="data")
-    with run_lock(run_dir):
-        return _train_locked(run_dir, cfg, train_cfg, data_cfg, resume is not None)
+        return cfg, run_dir
+    if model is None:
+        raise ConfigError("name a model to train (e.g. genmodels train vae --dataset digits); see genmodels models")
+    flags = {"train": flag_train, "data": {"dataset": dataset} if dataset is not None else {}}
+    cfg = resolve_run_config(model, config_file=config, sets=overrides, flags=flags)
+    run_dir = Path(out) if out is not None else default_out(cfg["model_name"], cfg["data"]["dataset"])
+    if latest_checkpoint(run_dir / "checkpoints") is not None:
+        raise GenmodelsError(
+            f"{run_dir} already holds a trained run; continue it with --resume {run_dir} or pick another --out"
+        )
+    return cfg, run_dir
 
 
 def _train_locked(
-    run_dir: Path, cfg: dict[str, Any], train_cfg: TrainConfig, data_cfg: DataConfig, resuming: bool
+    run_dir: Path,
+    cfg: dict[str, Any],
+    train_cfg: TrainConfig,
+    data_cfg: DataConfig,
+    resuming: bool,
+    info: distributed.DistInfo | None = None,
 ) -> Run:
+    info = info or distributed.DistInfo()
     ds = load_data(data_cfg, "train")
     model_values = {**cfg["model"], "image_shape": list(ds.shape), "num_classes": max(ds.num_classes, 1)}
     model_cfg = make_config(cfg["model_name"], model_values)
@@ -309,7 +349,43 @@ def _train_locked(
     model = model_spec(cfg["model_name"]).build(model_cfg)
     if getattr(model, "conditional", False) and ds.labels is None:
         raise ConfigError(f"{cfg['model_name']} is class-conditional but dataset {data_cfg.dataset} has no labels")
-    _write_config(run_dir, cfg)
+    meta: dict[str, Any] = {}
+    if info.is_main:
+        _write_config(run_dir, cfg)
+        meta = _start_meta(run_dir, cfg, ds, model, resuming, info)
+    labels = torch.from_numpy(ds.labels) if ds.labels is not None else None
+    device = distributed.device_for(info, train_cfg.device)
+    trainer = Trainer(
+        model, images_tensor(ds.images), labels, train_cfg, run_dir, rank=info.rank, world=info.world, device=device
+    )
+    if resuming:  # rank 0 reads and verifies the checkpoint; every process continues from the same one
+        ck = distributed.broadcast(trainer.read_checkpoint() if info.is_main else None, info)
+        trainer.restore(checkpoint=ck)  # False when killed before its first checkpoint: start over
+    status = "diverged"
+    try:
+        result = trainer.fit()
+        status = "interrupted" if result.stopped_by == "interrupt" else "finished"
+    finally:
+        if info.is_main:
+            meta.update(
+                {"status": status, "steps": trainer.step, "wall_time_s": round(trainer.elapsed, 2), "updated": _now()}
+            )
+            if trainer.history:
+                meta["last_metrics"] = trainer.history[-1]
+            write_meta(run_dir, meta)
+    if not info.is_main:
+        distributed.barrier(info)
+        return Run(run_dir, cfg, meta, trainer.model.eval(), trainer.step, "raw", extra={"result": result})
+    _finish(run_dir, trainer, result)
+    distributed.barrier(info)
+    run = load_run(run_dir, device=str(trainer.device))
+    run.extra["result"] = result
+    return run
+
+
+def _start_meta(
+    run_dir: Path, cfg: dict[str, Any], ds: Any, model: nn.Module, resuming: bool, info: distributed.DistInfo
+) -> dict[str, Any]:
     meta = read_meta(run_dir) if resuming else {}
     meta.update(
         {
@@ -326,34 +402,12 @@ def _train_locked(
             "status": "running",
             "command": " ".join(sys.argv),
             "parameters": sum(p.numel() for p in model.parameters()),
+            "world_size": info.world,
         }
     )
     meta.setdefault("created", _now())
     write_meta(run_dir, meta)
-    labels = torch.from_numpy(ds.labels) if ds.labels is not None else None
-    trainer = Trainer(model, images_tensor(ds.images), labels, train_cfg, run_dir)
-    if resuming:
-        trainer.restore()  # False when killed before its first checkpoint: then it starts from the beginning
-    status = "diverged"
-    try:
-        result = trainer.fit()
-        status = "interrupted" if result.stopped_by == "interrupt" else "finished"
-    finally:
-        meta.update(
-            {
-                "status": status,
-                "steps": trainer.step,
-                "wall_time_s": round(trainer.elapsed, 2),
-                "updated": _now(),
-            }
-        )
-        if trainer.history:
-            meta["last_metrics"] = trainer.history[-1]
-        write_meta(run_dir, meta)
-    _finish(run_dir, trainer, result)
-    run = load_run(run_dir, device=str(trainer.device))
-    run.extra["result"] = result
-    return run
+    return meta
 
 
 def _write_config(run_dir: Path, cfg: dict[str, Any]) -> None:
