@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from genmodels.models import MODELS, Batch, build_from_config, make_config
+from genmodels.models.base import Adversarial
 from genmodels.training import load_run, train
 from genmodels.training.config import TrainConfig
 from genmodels.training.trainer import Trainer
@@ -25,6 +26,13 @@ def batch(shape=(1, 28, 28), n: int = 8, seed: int = 0) -> Batch:
     return Batch(x, torch.randint(0, 10, (n,), generator=g))
 
 
+def losses(m, b: Batch) -> list:
+    """Every loss a model trains on: ``loss``, or a GAN's critic and generator losses."""
+    if isinstance(m, Adversarial):
+        return [getattr(m, name)(b) for name in (*m.critic_methods, "generator_loss")]
+    return [m.loss(b)]
+
+
 def test_every_model_has_a_tiny_config_and_a_description():
     assert set(TINY) == set(MODELS), "add a tiny test config for every registered model"
     for name, spec in MODELS.items():
@@ -36,9 +44,9 @@ def test_every_model_has_a_tiny_config_and_a_description():
 def test_shapes_ranges_and_finite_loss(name, shape):
     torch.manual_seed(0)
     m = tiny(name, shape)
-    out = m.loss(batch(shape))
-    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
-    assert all(torch.isfinite(v) for v in out.metrics.values())
+    for out in losses(m, batch(shape)):
+        assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+        assert all(torch.isfinite(v) for v in out.metrics.values())
     m.eval()
     s = m.sample(6, generator=torch.Generator().manual_seed(1))
     assert s.shape == (6, *shape)
@@ -64,7 +72,7 @@ def test_train_step_changes_weights_and_eval_does_not(name):
     m.eval()
     snap = {k: v.clone() for k, v in m.state_dict().items()}
     with torch.no_grad():
-        m.loss(batch())
+        losses(m, batch())
         m.sample(4, generator=torch.Generator().manual_seed(0))
         if hasattr(m, "reconstruct"):
             m.reconstruct(batch().x, **({"y": batch().y} if m.conditional else {}))

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from genmodels.errors import ConfigError, GenmodelsError
 
@@ -29,15 +29,36 @@ EXAMPLES = {
     "reconstruct": "example:\n  genmodels reconstruct runs/vae-fm -o recon.png -n 30",
     "interpolate": "example:\n  genmodels interpolate runs/vae-fm -o interp.png --pairs 6 --steps 10",
     "latent": "example:\n  genmodels latent runs/ae2d -o latent.png   # needs latent_dim=2",
-    "evaluate": "example:\n  genmodels evaluate runs/vae-fm -n 2000 --k 1000",
+    "evaluate": """examples:
+  genmodels evaluate runs/vae-fm                          # 10,000 samples: FID, KID, precision/recall, ...
+  genmodels evaluate runs/vae-fm -n 2000 --k 100          # quicker; IWAE bound with k=100
+  genmodels sample runs/vae-fm -n 10000 -o s.npz && genmodels evaluate --samples s.npz --dataset fashion-mnist""",
+    "leaderboard": """examples:
+  genmodels leaderboard runs/                  # every evaluated run under runs/, per dataset, sorted by FID
+  genmodels leaderboard runs/ --out board.md   # also writes board.json and board.png""",
+    "complete": """examples:
+  genmodels complete runs/pixelcnn-fm --input test --rows 14 -o halves.png      # 8 test images, 4 completions each
+  genmodels complete runs/pixelcnn-fm --input shirt.png --rows 10 -o shirt-completed.png
+  genmodels complete runs/pixelcnn-fm --input images.npz --rows 7 --samples 6 -o completions.png
+  genmodels complete runs/pixelcnn-fm --input test --rows 14 -o completions.npz   # uint8 (N * S) x C x H x W""",
     "datasets": "example:\n  genmodels datasets --data-dir ~/data",
     "models": "example:\n  genmodels models",
     "quickstart": "example:\n  genmodels quickstart --out runs/quickstart",
+    "serve": """examples:
+  genmodels serve runs/                 # then open http://127.0.0.1:8000/
+  genmodels serve runs/ --port 0        # any free port (the address is printed)""",
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the house error format: one line naming the problem and where the fix is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="genmodels",
         description="Train, sample and evaluate classical deep generative image models.",
         epilog="Run 'genmodels COMMAND --help' for each command's options and an example.",
@@ -105,13 +126,60 @@ def _parser() -> argparse.ArgumentParser:
     la.add_argument("-o", "--output", required=True, help="scatter PNG; the manifold goes beside it (*-manifold.png)")
     la.add_argument("-n", type=int, default=5000, help="test images to scatter")
 
-    e = cmd("evaluate", "evaluate a run on the test split and write eval.json / eval.md into it")
-    e.add_argument("run")
-    e.add_argument("-n", type=int, default=10000, help="test images to use (default all, up to 10000)")
+    e = cmd(
+        "evaluate",
+        "score a run (or a samples file) against the test split: sample quality on the dataset's feature "
+        "network, likelihoods, classifier tests; writes eval.json / eval.md",
+    )
+    e.add_argument("run", nargs="?", help="run directory (or use --samples FILE.npz --dataset NAME)")
+    e.add_argument("-n", type=int, default=10000, help="samples drawn and test images compared (default 10000)")
     e.add_argument("--k", type=int, default=1000, help="importance samples for the IWAE bound (default 1000)")
+    e.add_argument("--nll-n", type=int, help="test images for the likelihood (default min(n, 1000))")
+    e.add_argument("--samples", metavar="FILE.npz", help="score these samples (key 'images', uint8 N x C x H x W)")
+    e.add_argument("--dataset", help="with --samples: the dataset whose test split is the reference")
+    e.add_argument("--out", help="with --samples: folder for eval.json / eval.md (default: the file's folder)")
+    e.add_argument("--name", help="with --samples: the model name shown in the report (default: the file name)")
+    e.add_argument("--data-dir", help="with --samples: where dataset files are looked for")
+    e.add_argument("--no-cas", action="store_true", help="skip the classifier tests of class-conditional models")
+    e.add_argument(
+        "--features",
+        choices=["auto", "inception"],
+        default="auto",
+        help="feature space: the dataset's shipped feature net (default) or Inception-v3 (needs pytorch-fid)",
+    )
+    e.add_argument("--inception-weights", metavar="PATH", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth")
+    e.add_argument("--weights", choices=["ema", "raw"], default="ema")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto")
     _sampling_flags(e)
+
+    lb = cmd("leaderboard", "table of every evaluated run under a folder, per dataset, sorted by FID, and a PNG")
+    lb.add_argument("runs_dir", metavar="RUNS_DIR")
+    lb.add_argument("--out", help="base path of the .md / .json / .png written (default RUNS_DIR/leaderboard)")
+
+    co = cmd(
+        "complete",
+        "autoregressive models: keep the top K rows of images and sample the rest; each output row shows "
+        "the kept rows, the completions and the original",
+    )
+    co.add_argument("run")
+    co.add_argument(
+        "--input",
+        required=True,
+        metavar="FILE",
+        help="a PNG/JPEG image (resized to the model's size), an .npz with 'images' (and optional 'labels'), "
+        "or 'test' / 'train' for -n seeded random images of the run's dataset split",
+    )
+    co.add_argument("--rows", type=int, required=True, metavar="K", help="rows to keep from the top")
+    co.add_argument("-o", "--output", required=True, help="FILE.png (a sheet) or FILE.npz (the completions, uint8)")
+    co.add_argument("-n", type=int, default=8, help="images to take from an .npz or dataset split (default 8)")
+    co.add_argument("--samples", type=int, default=4, help="completions per image (default 4)")
+    co.add_argument("--class", dest="klass", type=int, help="conditional models: complete as this class")
+    co.add_argument("--seed", type=int, default=0)
+    co.add_argument("--weights", choices=["ema", "raw"], default="ema")
+    co.add_argument("--device", default="auto")
+    co.add_argument("--temperature", type=float, help="sampling temperature (default 1: the model itself)")
+    co.add_argument("--sampler", help="fast (default) | naive")
 
     d = cmd("datasets", "list datasets: shape, classes, and where each was found or why not")
     d.add_argument("--data-dir")
@@ -126,13 +194,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--out", default="runs/quickstart")
     q.add_argument("--max-time", type=float, default=1.5, metavar="MINUTES")
+
+    sv = cmd(
+        "serve",
+        "a local web app: browse runs (loss curves, sample grids, metrics, leaderboard) and play with their "
+        "models (generate, interpolate, explore 2-D latents, complete images)",
+    )
+    sv.add_argument("runs_dir", metavar="RUNS_DIR", help="the folder holding your run directories")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
+    sv.add_argument("--device", default="auto", help="where models run: auto (CUDA when present; default), cpu, cuda")
     return p
 
 
 def _sampling_flags(p: argparse.ArgumentParser) -> None:
     """Family-specific sampling options; a model that does not take one says so."""
     g = p.add_argument_group("sampling options (where the model takes them)")
-    g.add_argument("--sampler", help="diffusion: ddpm | ddim | dpm-solver")
+    g.add_argument("--sampler", help="diffusion: ddpm | ddim | dpm-solver; pixelcnn: fast | naive")
     g.add_argument("--sampling-steps", type=int, help="diffusion: number of sampler steps")
     g.add_argument("--guidance", type=float, help="conditional diffusion: classifier-free guidance scale")
     g.add_argument("--truncation", type=float, help="GANs: truncate latents to this many standard deviations")
@@ -294,12 +372,156 @@ def cmd_latent(a: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from genmodels.eval import evaluate_run
+    from genmodels.eval.report import evaluate_run, evaluate_samples
 
-    report = evaluate_run(a.run, n=a.n, k=a.k, seed=a.seed, device=a.device, options=sample_options(a))
+    if a.samples is not None:
+        if a.run is not None:
+            raise ConfigError("pass either a run directory or --samples FILE.npz, not both")
+        if not a.dataset:
+            raise ConfigError("--samples needs --dataset NAME: the dataset whose test split the samples imitate")
+        if sample_options(a) or a.no_cas:
+            raise ConfigError("sampling options and --no-cas apply to runs; a samples file is scored as it is")
+        report = evaluate_samples(
+            a.samples,
+            a.dataset,
+            out=a.out,
+            n=a.n,
+            name=a.name,
+            seed=a.seed,
+            device=a.device,
+            data_dir=a.data_dir,
+            features=a.features,
+            inception_weights=a.inception_weights,
+        )
+    else:
+        if a.run is None:
+            raise ConfigError("name a run directory to evaluate, or pass --samples FILE.npz --dataset NAME")
+        for flag in ("dataset", "out", "name", "data_dir"):
+            if getattr(a, flag) is not None:
+                raise ConfigError(f"--{flag.replace('_', '-')} goes with --samples; a run knows its own dataset")
+        report = evaluate_run(
+            a.run,
+            n=a.n,
+            k=a.k,
+            nll_n=a.nll_n,
+            seed=a.seed,
+            device=a.device,
+            options=sample_options(a),
+            cas=not a.no_cas,
+            weights=a.weights,
+            features=a.features,
+            inception_weights=a.inception_weights,
+        )
     for line in report["summary_lines"]:
         print(line)
-    print(f"wrote {Path(a.run) / 'eval.json'} and {Path(a.run) / 'eval.md'}")
+    where = Path(report["run"])
+    print(f"wrote {where / 'eval.json'} and {where / 'eval.md'}")
+    return 0
+
+
+def cmd_leaderboard(a: argparse.Namespace) -> int:
+    from genmodels.eval.leaderboard import leaderboard
+
+    res = leaderboard(a.runs_dir, out=a.out)
+    print(res["text"])
+    print("wrote " + ", ".join(res["files"]))
+    return 0
+
+
+def _completion_input(run: Any, a: argparse.Namespace) -> tuple[Any, Any, str]:
+    """Images (N, C, H, W) in [0, 1], labels or None, and a description, from --input."""
+    import numpy as np
+    import torch
+
+    c, h, w = run.model.config.image_shape
+    if a.input in ("test", "train"):
+        ds, x, y = _test_images(run, a.input, a.n, a.seed)
+        return x, y, f"{len(x)} {ds.name} {a.input} images"
+    path = Path(a.input).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"--input {a.input} is not a file; pass a PNG/JPEG image, an .npz, or 'test' / 'train'")
+    if path.suffix.lower() == ".npz":
+        from genmodels.data.arrays import load_npz
+
+        ds = load_npz(str(path), "train")
+        if ds.images.shape[1:] != (c, h, w):
+            got = "x".join(map(str, ds.images.shape[1:]))
+            raise ConfigError(f"{path} holds {got} images but the model takes {c}x{h}x{w}; resize them first")
+        x = torch.from_numpy(np.ascontiguousarray(ds.images[: a.n])).float().div_(255.0)
+        y = torch.from_numpy(ds.labels[: a.n]) if ds.labels is not None else None
+        return x, y, f"{len(x)} images from {path}"
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(path)
+        img.load()
+    except (UnidentifiedImageError, OSError) as e:
+        raise ConfigError(f"cannot read {path} as an image ({e}); pass a PNG/JPEG file or an .npz") from None
+    size = img.size
+    img = img.convert("L" if c == 1 else "RGB")
+    if size != (w, h):
+        img = img.resize((w, h), Image.LANCZOS)
+    arr = np.asarray(img, dtype=np.uint8).reshape(h, w, c).transpose(2, 0, 1)
+    resized = f", resized from {size[0]}x{size[1]}" if size != (w, h) else ""
+    return torch.from_numpy(arr.copy())[None].float().div_(255.0), None, f"{path}{resized}"
+
+
+def cmd_complete(a: argparse.Namespace) -> int:
+    import torch
+
+    from genmodels.training import load_run
+
+    if a.n < 1 or a.samples < 1:
+        raise ConfigError(f"-n and --samples must be >= 1, got n={a.n}, samples={a.samples}")
+    suffix = Path(a.output).suffix.lower()
+    if suffix not in (".png", ".npz"):
+        raise ConfigError(f"output {a.output} must end in .png or .npz")
+    run = load_run(a.run, weights=a.weights, device=a.device)
+    model = run.model
+    if not callable(getattr(model, "complete", None)):
+        raise ConfigError(
+            f"{run.model_name} cannot complete images; completion needs an autoregressive model "
+            "(train one with genmodels train pixelcnn)"
+        )
+    x, y, what = _completion_input(run, a)
+    height = model.config.image_shape[1]
+    if not 0 <= a.rows <= height:
+        raise ConfigError(f"--rows must be in 0..{height} (the image height), got {a.rows}")
+    if getattr(model, "conditional", False):
+        k = int(model.config.num_classes)
+        if a.klass is not None:
+            if not 0 <= a.klass < k:
+                raise ConfigError(f"--class must be in 0..{k - 1}, got {a.klass}")
+            y = torch.full((len(x),), a.klass, dtype=torch.long)
+        elif y is None:
+            raise ConfigError(f"{run.model_name} is class-conditional and {what} has no labels; pass --class K")
+    else:
+        y = None
+    options = {k: v for k, v in (("temperature", a.temperature), ("sampler", a.sampler)) if v is not None}
+    g = torch.Generator(device=run.device).manual_seed(a.seed)
+    # The data the model sees (binarised models binarise): once, so all completions share the kept rows.
+    x = model.observe(x.to(run.device), g).float().cpu()
+    xs = x.repeat_interleave(a.samples, 0)
+    ys = y.repeat_interleave(a.samples, 0) if y is not None else None
+    t0 = time.perf_counter()
+    done = model.complete(xs, a.rows, generator=g, labels=ys, **options).float().cpu()
+    secs = time.perf_counter() - t0
+    if suffix == ".npz":
+        _save_images(done, a.output, ys)
+    else:
+        from genmodels.viz import save_grid
+
+        kept = x.clone()
+        kept[:, :, a.rows :] = 0.5  # the rows the model fills in, shown grey
+        sheet = torch.cat([kept[:, None], done.view(len(x), a.samples, *x.shape[1:]), x[:, None]], 1)
+        try:
+            save_grid(sheet.flatten(0, 1), a.output, nrow=a.samples + 2)
+        except OSError as e:
+            raise GenmodelsError(f"cannot write {a.output}: {e.strerror or e}; choose another -o path") from None
+    print(
+        f"completed {what} from their top {a.rows} rows, {a.samples} samples each, with {run.model_name} "
+        f"(step {run.step}) in {secs:.1f} s; wrote {a.output}"
+    )
     return 0
 
 
@@ -331,6 +553,18 @@ def cmd_models(a: argparse.Namespace) -> int:
     print(
         "family names pick the recommended model and config: " + ", ".join(f"{f} -> {m}" for f, m in FAMILIES.items())
     )
+    return 0
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    from genmodels.serve import serve
+
+    if not 0 <= a.port <= 65535:
+        raise ConfigError(f"--port must be in 0..65535, got {a.port}")
+    try:
+        serve(a.runs_dir, host=a.host, port=a.port, device=a.device)
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
     return 0
 
 
@@ -372,10 +606,13 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "reconstruct": cmd_reconstruct,
     "interpolate": cmd_interpolate,
     "latent": cmd_latent,
+    "complete": cmd_complete,
     "evaluate": cmd_evaluate,
+    "leaderboard": cmd_leaderboard,
     "datasets": cmd_datasets,
     "models": cmd_models,
     "quickstart": cmd_quickstart,
+    "serve": cmd_serve,
 }
 
 
@@ -393,6 +630,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the file system said no: a full or read-only disk, a missing permission
+        where = f" {e.filename}" if e.filename else ""
+        print(
+            f"error: cannot use{where}: {e.strerror or e}; free space, fix permissions or choose another path",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

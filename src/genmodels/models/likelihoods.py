@@ -31,6 +31,22 @@ def discretized_logistic_log_prob(
         log_scale: (B, C, H, W) log of the logistic scale.
         x: (B, C, H, W) in [0, 1], multiples of 1 / (bins - 1).
     """
+    return discretized_logistic_log_prob_each(mean, log_scale, x, bins).flatten(1).sum(1)
+
+
+def discretized_logistic_log_prob_each(
+    mean: torch.Tensor, log_scale: torch.Tensor, x: torch.Tensor, bins: int = 256
+) -> torch.Tensor:
+    """log P(x) of each element under a discretised logistic (not summed); shapes broadcast.
+
+    Args:
+        mean: logistic location in [-1, 1] units.
+        log_scale: log of the logistic scale (clamped at -7, as PixelCNN++ does).
+        x: values in [0, 1], multiples of 1 / (bins - 1).
+
+    Returns:
+        the broadcast shape of the inputs, log-probabilities in nats (<= 0).
+    """
     x = x * 2.0 - 1.0
     half_bin = 1.0 / (bins - 1)
     log_scale = log_scale.clamp(min=-7.0)
@@ -45,8 +61,29 @@ def discretized_logistic_log_prob(
     # When the bin mass underflows, approximate it by density * bin width (width 2 / (bins - 1)).
     log_pdf_mid = mid_in - log_scale - 2.0 * F.softplus(mid_in) - math.log((bins - 1) / 2.0)
     log_mid = torch.where(cdf_delta > 1e-5, torch.log(cdf_delta.clamp(min=1e-12)), log_pdf_mid)
-    lp = torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_mid))
-    return lp.flatten(1).sum(1)
+    return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_mid))
+
+
+def discretized_logistic_mixture_log_prob(
+    logit_probs: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, x: torch.Tensor, bins: int = 256
+) -> torch.Tensor:
+    """log P(x) under a mixture of K discretised logistics per pixel and channel, summed per image.
+
+    PixelCNN++ (Salimans et al. 2017, Eq. 2): P(x) = sum_k pi_k [sigma((x + 1/255 - mu_k) / s_k) -
+    sigma((x - 1/255 - mu_k) / s_k)], with the edge bins taking the tails. Each colour channel has its
+    own mixture (its dependence on earlier channels comes from the network's channel masking).
+
+    Args:
+        logit_probs: (B, C, K, H, W) unnormalised log mixture weights.
+        mean: (B, C, K, H, W) component locations in [-1, 1] units.
+        log_scale: (B, C, K, H, W) component log-scales.
+        x: (B, C, H, W) in [0, 1], multiples of 1 / (bins - 1).
+
+    Returns:
+        (B,) log-probabilities in nats.
+    """
+    lp = discretized_logistic_log_prob_each(mean, log_scale, x.unsqueeze(2), bins)
+    return torch.logsumexp(lp + F.log_softmax(logit_probs, dim=2), dim=2).flatten(1).sum(1)
 
 
 def gaussian_log_prob(mean: torch.Tensor, log_sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

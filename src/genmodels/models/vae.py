@@ -12,6 +12,15 @@ p(z) = N(0, I); decoder p(x | z, y) per pixel, one of:
 - ``gaussian``: a Gaussian density with one learned scale on uniformly dequantised data; the
   dequantisation bound turns it into a bound on the 8-bit likelihood.
 
+Prior: ``prior: normal`` samples z ~ N(0, I). ``prior: mixture`` keeps training against N(0, I) but,
+once training ends, fits a Gaussian mixture with full covariances to the aggregate posterior
+q(z) = E_x q(z | x) of the training set (ex-post density estimation, Ghosh et al. 2020; the "prior
+hole" of Rosca et al. 2018 is where N(0, I) puts mass that q(z) does not, and decodes to
+non-images). The mixture lives in buffers (an unfitted mixture is K copies of N(0, I)), samples
+come from it, and ``nll`` bounds the likelihood of that model, decoder and mixture together.
+``prior_scale`` > 1 widens every component (a sampling temperature): blurry decoders make samples
+drawn exactly from q(z) less varied than the data, and a wider prior restores some of that spread.
+
 Negative ELBO per image (Kingma and Welling 2014, Eq. 10), in nats:
     -log p(x | z) + beta * KL(q(z | x) || p(z)),  z = mu + exp(logvar / 2) * eps,  eps ~ N(0, I)
 with the closed-form Gaussian KL (their Appendix B):  0.5 * sum(mu^2 + exp(logvar) - 1 - logvar).
@@ -37,6 +46,7 @@ from genmodels.models.likelihoods import (
 from genmodels.nets import ConvDecoder, ConvEncoder, mlp
 
 LIKELIHOODS = ("bernoulli", "logistic", "gaussian")
+PRIORS = ("normal", "mixture")
 
 
 @dataclass
@@ -53,6 +63,10 @@ class VAEConfig:
     binarize: str = "none"  # none | dynamic (bernoulli only): resample binary images every batch
     beta: float = 1.0  # weight of the KL term (beta-VAE); the reported ELBO always uses 1
     conditional: bool = False  # condition encoder and decoder on the class label (CVAE)
+    prior: str = "normal"  # normal | mixture: a Gaussian mixture fitted to the aggregate posterior after training
+    prior_components: int = 32  # mixture components (prior: mixture)
+    prior_fit_images: int = 20000  # training images encoded to fit the mixture
+    prior_scale: float = 1.0  # the fitted components' spread is multiplied by this (> 1: more diverse samples)
 
     def __post_init__(self) -> None:
         if self.arch not in ("mlp", "conv"):
@@ -67,6 +81,15 @@ class VAEConfig:
             raise ConfigError(f"model.latent_dim must be >= 1, got {self.latent_dim}")
         if self.beta < 0:
             raise ConfigError(f"model.beta must be >= 0, got {self.beta}")
+        if self.prior not in PRIORS:
+            raise unknown("vae prior", self.prior, PRIORS)
+        if self.prior_components < 1 or self.prior_fit_images < 2 * self.prior_components:
+            raise ConfigError(
+                f"model.prior_components must be >= 1 and model.prior_fit_images >= 2 * components, got "
+                f"{self.prior_components} and {self.prior_fit_images}"
+            )
+        if not self.prior_scale > 0:
+            raise ConfigError(f"model.prior_scale must be > 0, got {self.prior_scale}")
         if self.conditional and self.num_classes < 2:
             raise ConfigError("model.conditional=true needs a labelled dataset with at least 2 classes")
 
@@ -79,6 +102,68 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """log N(z; mu, diag(exp(logvar))) summed over the last dim."""
     return -0.5 * ((z - mu).square() * torch.exp(-logvar) + logvar + math.log(2 * math.pi)).sum(-1)
+
+
+def mixture_log_prob(z: torch.Tensor, logits: torch.Tensor, means: torch.Tensor, tril: torch.Tensor) -> torch.Tensor:
+    """log sum_k w_k N(z; m_k, L_k L_k^T) for z (N, D); logits (K,), means (K, D), tril (K, D, D) -> (N,)."""
+    diff = (z[:, None, :] - means[None]).transpose(0, 1)  # (K, N, D)
+    # Solve L_k u = (z - m_k): the Mahalanobis term is |u|^2 and log det = 2 sum log diag(L_k).
+    u = torch.linalg.solve_triangular(tril, diff.transpose(1, 2), upper=False)  # (K, D, N)
+    logdet = 2.0 * tril.diagonal(dim1=1, dim2=2).log().sum(-1)  # (K,)
+    d = z.shape[1]
+    log_n = -0.5 * (u.square().sum(1) + logdet[:, None] + d * math.log(2 * math.pi))  # (K, N)
+    return torch.logsumexp(torch.log_softmax(logits, 0)[:, None] + log_n, 0)
+
+
+def fit_mixture(
+    z: torch.Tensor, k: int, *, iters: int = 100, generator: torch.Generator | None = None, reg: float = 1e-4
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Maximum-likelihood Gaussian mixture with full covariances by EM (Dempster et al. 1977), in float64.
+
+    Initialised by k-means++ seeding (Arthur and Vassilvitskii 2007) from ``generator``; ``reg`` times
+    the mean code variance is added to every covariance so no component collapses onto a point.
+
+    Args:
+        z: (N, D) points; k: components (capped at N // 2).
+
+    Returns:
+        (logits (K,), means (K, D), Cholesky factors (K, D, D)), float32.
+    """
+    x = z.detach().double().cpu()
+    n, d = x.shape
+    k = max(1, min(k, n // 2))
+    # k-means++ seeding: each next centre drawn with probability proportional to squared distance.
+    centres = [x[torch.randint(n, (1,), generator=generator)].squeeze(0)]
+    d2 = (x - centres[0]).square().sum(1)
+    for _ in range(1, k):
+        centres.append(x[torch.multinomial(d2 / d2.sum(), 1, generator=generator)].squeeze(0))
+        d2 = torch.minimum(d2, (x - centres[-1]).square().sum(1))
+    means = torch.stack(centres)
+    eye = torch.eye(d, dtype=x.dtype)
+    floor = reg * float(x.var(0).mean()) * eye
+    covs = (torch.cov(x.T) + floor).expand(k, d, d).clone()
+    logits = torch.zeros(k, dtype=x.dtype)
+    prev = -math.inf
+    for _ in range(iters):
+        tril = torch.linalg.cholesky(covs)
+        # E step: responsibilities r_nk of each component for each point.
+        diff = (x[:, None, :] - means[None]).transpose(0, 1)
+        u = torch.linalg.solve_triangular(tril, diff.transpose(1, 2), upper=False)
+        log_n = -0.5 * (u.square().sum(1) + 2.0 * tril.diagonal(dim1=1, dim2=2).log().sum(-1)[:, None])
+        joint = torch.log_softmax(logits, 0)[:, None] + log_n  # (K, N), up to a constant
+        ll = torch.logsumexp(joint, 0)
+        r = torch.exp(joint - ll)  # (K, N)
+        # M step: weights, means and covariances from the responsibility-weighted points.
+        nk = r.sum(1) + 1e-10
+        logits = nk.log()
+        means = (r @ x) / nk[:, None]
+        centred = x[None] - means[:, None]  # (K, N, D)
+        covs = torch.einsum("kn,knd,kne->kde", r, centred, centred) / nk[:, None, None] + floor
+        mean_ll = float(ll.mean())
+        if mean_ll - prev < 1e-7 * abs(mean_ll):
+            break
+        prev = mean_ll
+    return logits.float(), means.float(), torch.linalg.cholesky(covs).float()
 
 
 class VAE(nn.Module):
@@ -101,6 +186,12 @@ class VAE(nn.Module):
         self.decoder = decoder
         if config.likelihood == "gaussian":
             self.log_sigma = nn.Parameter(torch.full((), math.log(0.1)))
+        if config.prior == "mixture":
+            k, d = config.prior_components, config.latent_dim
+            # Unfitted, the mixture is K copies of N(0, I): exactly the standard prior.
+            self.register_buffer("prior_logits", torch.zeros(k))
+            self.register_buffer("prior_means", torch.zeros(k, d))
+            self.register_buffer("prior_tril", torch.eye(d).expand(k, d, d).clone())
 
     conditional = property(lambda self: self.config.conditional)
     latent_dim = property(lambda self: self.config.latent_dim)
@@ -163,6 +254,63 @@ class VAE(nn.Module):
         c, h, w = self.config.image_shape
         return -c * h * w * math.log(256.0) if self.config.likelihood == "gaussian" else 0.0
 
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) of the prior samples come from, for z (..., D) -> (...)."""
+        if self.config.prior == "normal":
+            return log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
+        flat = z.reshape(-1, z.shape[-1]).float()
+        return mixture_log_prob(flat, self.prior_logits, self.prior_means, self.prior_tril).view(z.shape[:-1])
+
+    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws from the prior, (n, latent_dim)."""
+        dev = self.head.weight.device
+        eps = torch.randn(n, self.config.latent_dim, generator=generator, device=dev)
+        if self.config.prior == "normal":
+            return eps
+        comp = torch.multinomial(torch.softmax(self.prior_logits, 0), n, replacement=True, generator=generator)
+        return self.prior_means[comp] + (self.prior_tril[comp] @ eps[:, :, None]).squeeze(-1)
+
+    @torch.no_grad()
+    def fit_to_data(
+        self, images: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None
+    ) -> dict[str, float]:
+        """After training: fit the mixture prior to the aggregate posterior of the training images.
+
+        One draw z ~ q(z | x) for each of up to ``prior_fit_images`` training images (chosen with
+        ``generator``), then EM. A no-op for ``prior: normal``.
+
+        Args:
+            images: the training set, (N, C, H, W) uint8 or float in [0, 1].
+            labels: (N,) class labels (conditional models).
+
+        Returns:
+            what was done, for the run's log: ``{"prior_components", "prior_fit_images", "prior_fit_ll"}``.
+        """
+        if self.config.prior != "mixture":
+            return {}
+        dev = self.head.weight.device
+        n = min(len(images), self.config.prior_fit_images)
+        idx = torch.randperm(len(images), generator=generator)[:n] if n < len(images) else torch.arange(n)
+        zs = []
+        for i in range(0, n, 500):
+            sel = idx[i : i + 500]
+            x = images[sel.to(images.device)].to(dev)
+            x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
+            y = labels[sel.to(labels.device)].to(dev) if labels is not None and self.config.conditional else None
+            mu, logvar = self.posterior(self.observe(x, generator if dev.type == "cpu" else None), y)
+            eps = torch.randn(mu.shape, generator=generator).to(dev) if generator is not None else torch.randn_like(mu)
+            zs.append((mu + torch.exp(0.5 * logvar) * eps).float().cpu())
+        z = torch.cat(zs)
+        logits, means, tril = fit_mixture(z, self.config.prior_components, generator=generator)
+        k = len(logits)
+        self.prior_logits.copy_(torch.cat([logits, torch.full((self.config.prior_components - k,), -1e4)]))
+        self.prior_means.zero_()[:k] = means.to(dev)
+        # The prior is the fitted mixture with every component's spread scaled (a temperature):
+        # samples come from it and nll bounds the likelihood under it, so the two stay consistent.
+        self.prior_tril[:k] = tril.to(dev) * self.config.prior_scale
+        ll = float(mixture_log_prob(z.to(dev), self.prior_logits, self.prior_means, self.prior_tril).mean())
+        return {"prior_components": float(k), "prior_fit_images": float(n), "prior_fit_ll": ll}
+
     def loss(self, batch: Batch) -> LossOutput:
         x = self.observe(batch.x)
         mu, logvar = self.posterior(x, batch.y)
@@ -188,12 +336,12 @@ class VAE(nn.Module):
     def sample(
         self, n: int, *, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Decode n draws z ~ N(0, I); returns mean images (n, C, H, W) in [0, 1].
+        """Decode n draws from the prior (N(0, I) or the fitted mixture); returns mean images (n, C, H, W) in [0, 1].
 
         Conditional models draw labels uniformly from ``generator`` when none are given.
         """
         dev = self.head.weight.device
-        z = torch.randn(n, self.config.latent_dim, generator=generator, device=dev)
+        z = self.sample_prior(n, generator)
         if self.config.conditional and labels is None:
             labels = torch.randint(self.config.num_classes, (n,), generator=generator, device=dev)
         return self.decode(z, labels.to(dev) if labels is not None else None)
@@ -210,7 +358,8 @@ class VAE(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Importance-weighted bound and ELBO for each image (Burda et al. 2016, Eq. 8), in nats.
 
-        log w_i = log p(x | z_i) + log p(z) - log q(z_i | x),  z_i ~ q(z | x), i = 1..k
+        log w_i = log p(x | z_i) + log p(z_i) - log q(z_i | x),  z_i ~ q(z | x), i = 1..k
+        with p(z) the prior samples come from (the fitted mixture for ``prior: mixture``).
         IWAE_k = logsumexp_i(log w_i) - log k  <=  log p(x), tightening as k grows.
 
         Returns:
@@ -233,7 +382,7 @@ class VAE(nn.Module):
             yy = y.repeat(m) if y is not None else None
             out = self._decoder_out(flat, yy)
             lpx = self.log_px_given_z(out, xo.repeat(m, 1, 1, 1)).view(m, -1)
-            lpz = log_normal(z, torch.zeros_like(mu), torch.zeros_like(logvar))
+            lpz = self.log_prior(z)
             lqz = log_normal(z, mu, logvar)
             logw.append(lpx + lpz - lqz)
             done += m

@@ -1,0 +1,146 @@
+"""Evaluation benchmarks of issue 3.
+
+speed    Point 5: features and every metric for n samples of MNIST-sized images (target: under 60 s on
+         2 cores for 10,000), split into the one-off reference statistics (cached afterwards) and the
+         per-evaluation cost. Real training images stand in for samples (the metrics cannot tell).
+compare  Point 6: train the plain conv VAE loop of benchmarks/baseline_vae_loop.py and
+         `genmodels train vae` for the same wall-clock minutes on Fashion-MNIST, one after the other,
+         then score both with the same protocol and print FID / KID / precision / recall / coverage side
+         by side. The target: the default vae's FID at least 1.5x lower than the loop's, and higher recall.
+
+usage:
+  python benchmarks/bench_eval.py speed [-n 10000] [--dataset fashion-mnist]
+  python benchmarks/bench_eval.py compare [--minutes 5] [--out runs/bench-compare] [-n 10000]
+  python benchmarks/bench_eval.py compare --skip-train --out runs/bench-compare   # re-score existing outputs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def speed(n: int, dataset: str, threads: int | None) -> dict:
+    """Time the reference statistics (cold) and the per-evaluation features and metrics (warm)."""
+    if threads:
+        torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["XDG_CACHE_HOME"] = cache  # a cold cache, whatever the user's holds
+        from genmodels.data import load_dataset
+        from genmodels.eval.features import load_feature_net
+        from genmodels.eval.reference import real_reference, train_nn_distances
+        from genmodels.eval.report import sample_metrics
+
+        t = time.perf_counter()
+        net = load_feature_net(dataset)
+        test, train = load_dataset(dataset, "test"), load_dataset(dataset, "train")
+        load_s = time.perf_counter() - t
+        samples = torch.from_numpy(train.images[:n])
+        t = time.perf_counter()
+        ref = real_reference(net, test, n=n)
+        train_nn_distances(ref, train.images)
+        ref_s = time.perf_counter() - t
+        t = time.perf_counter()
+        m = sample_metrics(samples, net, ref, train_images=train.images)
+        total = time.perf_counter() - t
+    print(f"{dataset}: {len(samples)} samples against {ref.n} test images, {torch.get_num_threads()} threads")
+    print(f"  loading the feature net and data       {load_s:6.1f} s")
+    print(f"  reference statistics (once, cached)    {ref_s:6.1f} s")
+    for k, v in m["seconds"].items():
+        print(f"    {k:<36} {v:6.1f} s")
+    verdict = "meets" if total < 60 else "MISSES"
+    print(f"  features + every metric per evaluation {total:6.1f} s  ({verdict} the 60 s target)")
+    print(f"  (FID {m['fid']:.3f}, precision {m['precision']:.3f}, recall {m['recall']:.3f} of held-out real images)")
+    return {"seconds": total, "reference_seconds": ref_s, "breakdown": m["seconds"], "n": len(samples)}
+
+
+def _run(cmd: list[str], log: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    print("$ " + " ".join(cmd), flush=True)
+    with open(log, "w") as f:
+        r = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+    print("  " + (log.read_text().strip().splitlines() or [""])[-1][:200])
+    if r.returncode != 0:
+        raise SystemExit(f"command failed ({r.returncode}); see {log}")
+
+
+def compare(minutes: float, out: Path, n: int, skip_train: bool) -> dict:
+    """Train both for the same minutes, evaluate both with the same code, print side by side."""
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    base_npz, run = out / "baseline" / "samples.npz", out / "vae"
+    if not skip_train:
+        if run.exists():
+            raise SystemExit(f"{run} exists; pass another --out or --skip-train to re-score it")
+        py = sys.executable
+        _run([py, "benchmarks/baseline_vae_loop.py", "--minutes", str(minutes), "--out", str(base_npz), "-n", str(n)],
+             out / "baseline.log")  # fmt: skip
+        _run([py, "-m", "genmodels", "train", "vae", "--dataset", "fashion-mnist", "--max-time", str(minutes),
+              "--out", str(run), "--no-progress"], out / "vae-train.log")  # fmt: skip
+    from genmodels.eval.report import evaluate_run, evaluate_samples
+
+    meta = json.loads(base_npz.with_suffix(".json").read_text())
+    b = evaluate_samples(base_npz, "fashion-mnist", n=n, name="baseline-loop", meta=meta)
+    v = evaluate_run(run, n=n, k=100, nll_n=1000)
+    rows = [
+        ("steps", "step", "d"),
+        ("train wall time (s)", "wall_time_s", ".0f"),
+        ("FID", "fid", ".3f"),
+        ("KID x 1e3", None, ".3f"),
+        ("precision (k=3)", "precision", ".3f"),
+        ("recall (k=3)", "recall", ".3f"),
+        ("density (k=5)", "density", ".3f"),
+        ("coverage (k=5)", "coverage", ".3f"),
+        ("classes covered", None, ".2f"),
+    ]
+    print(f"\nFashion-MNIST, {minutes} min each, {n} samples vs {n} test images")
+    print(f"{'':<22}{'baseline loop':>16}{'genmodels vae':>16}")
+    for label, key, spec in rows:
+        vals = []
+        for r in (b, v):
+            if label.startswith("KID"):
+                x = 1000 * r["kid"]["mean"]
+            elif label == "classes covered":
+                x = r["class_coverage"]["covered"]
+            else:
+                x = r.get(key)
+            vals.append("-" if x is None else format(x, spec))
+        print(f"{label:<22}{vals[0]:>16}{vals[1]:>16}")
+    ratio = b["fid"] / v["fid"]
+    ok_fid, ok_rec = ratio >= 1.5, v["recall"] > b["recall"]
+    print(f"\nFID ratio baseline / vae = {ratio:.2f} (target >= 1.5: {'met' if ok_fid else 'NOT met'}); "
+          f"recall {v['recall']:.3f} vs {b['recall']:.3f} ({'higher: met' if ok_rec else 'NOT higher'})")  # fmt: skip
+    return {"fid_ratio": ratio, "baseline": b["fid"], "vae": v["fid"], "met": ok_fid and ok_rec}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("speed")
+    s.add_argument("-n", type=int, default=10000)
+    s.add_argument("--dataset", default="fashion-mnist")
+    s.add_argument("--threads", type=int)
+    c = sub.add_parser("compare")
+    c.add_argument("--minutes", type=float, default=5.0)
+    c.add_argument("--out", default="runs/bench-compare")
+    c.add_argument("-n", type=int, default=10000)
+    c.add_argument("--skip-train", action="store_true")
+    a = p.parse_args()
+    if a.what == "speed":
+        speed(a.n, a.dataset, a.threads)
+    else:
+        compare(a.minutes, Path(a.out), a.n, a.skip_train)
+
+
+if __name__ == "__main__":
+    main()
