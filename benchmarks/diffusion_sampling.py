@@ -1,0 +1,85 @@
+"""Issue 6, point 6: FID and seconds per 1,000 samples for 1,000 ancestral DDPM steps and for DDIM and
+DPM-Solver++(2M) at 10, 20 and 50 steps, all from one trained run, measured side by side in one process.
+
+Every row draws the same number of samples from the same seed and scores them with the shared protocol
+(``genmodels.eval``: the dataset's feature network, the first n test images as the reference), so the
+FIDs are comparable with each other (FID is biased upward at small n: compare rows, not other tables).
+Sampling time is wall-clock time of ``Run.sample`` (batches of 500) on this machine, without the metrics.
+Targets: dpm-solver at 20 steps within 10% of the 1,000-step FID, and under 52 s per 1,000 samples on
+2 cores. The 1,000-step row costs 50 times the 20-step row (about 25 minutes for n = 2,000 on 2 cores);
+``--configs`` leaves it out or adds others.
+
+usage:
+  python benchmarks/diffusion_sampling.py RUN_DIR [--n 2000] [--configs ddpm:1000,ddim:10,...] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+DEFAULT = "ddpm:1000,ddim:10,ddim:20,ddim:50,dpm-solver:10,dpm-solver:20,dpm-solver:50"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", help="a trained diffusion run directory (e.g. the one diffusion_quality.py wrote)")
+    ap.add_argument("--n", type=int, default=2000, help="samples per row (and reference test images)")
+    ap.add_argument("--configs", default=DEFAULT, help="comma-separated sampler:steps")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", help="also write the rows here")
+    a = ap.parse_args()
+
+    from genmodels.eval import load_feature_net
+    from genmodels.eval.reference import real_reference
+    from genmodels.eval.report import sample_metrics
+    from genmodels.training import load_run
+    from genmodels.viz import to_uint8
+
+    run = load_run(a.run)
+    test = run.load_data("test")
+    net = load_feature_net(test.name)
+    ref = real_reference(net, test, n=a.n)
+    labels = None
+    if getattr(run.model, "conditional", False):
+        labels = torch.from_numpy(test.labels[: a.n])
+    print(
+        f"{run.model_name} step {run.step} ({run.weights} weights), {a.n} samples per row, "
+        f"{torch.get_num_threads()} threads"
+    )
+    print(f"{'sampler':<12} {'steps':>5} {'FID':>8} {'precision':>9} {'recall':>7} {'s / 1,000':>10}")
+    rows = []
+    for spec in a.configs.split(","):
+        sampler, steps = spec.split(":")
+        t0 = time.perf_counter()
+        x = run.sample(a.n, seed=a.seed, labels=labels, sampler=sampler, steps=int(steps))
+        secs = (time.perf_counter() - t0) * 1000 / a.n
+        m = sample_metrics(torch.from_numpy(to_uint8(x)), net, ref, seed=a.seed)
+        row = {
+            "sampler": sampler,
+            "steps": int(steps),
+            "fid": m["fid"],
+            "precision": m["precision"],
+            "recall": m["recall"],
+            "seconds_per_1000": secs,
+        }
+        rows.append(row)
+        print(f"{sampler:<12} {steps:>5} {m['fid']:>8.3f} {m['precision']:>9.3f} {m['recall']:>7.3f} {secs:>10.1f}")
+    by = {(r["sampler"], r["steps"]): r for r in rows}
+    if ("ddpm", 1000) in by and ("dpm-solver", 20) in by:
+        ref_fid, fast = by[("ddpm", 1000)]["fid"], by[("dpm-solver", 20)]
+        rel = fast["fid"] / ref_fid - 1.0
+        print(f"dpm-solver 20 steps vs ddpm 1000: FID {100 * rel:+.1f}% (target within 10%)")
+    if ("dpm-solver", 20) in by:
+        s = by[("dpm-solver", 20)]["seconds_per_1000"]
+        print(f"dpm-solver 20 steps: {s:.1f} s per 1,000 samples (target under 52 s on 2 cores)")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"run": str(a.run), "step": run.step, "n": a.n, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

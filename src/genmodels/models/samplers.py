@@ -1,0 +1,200 @@
+"""Samplers of the diffusion family: stateless single steps and one loop, free of any network.
+
+Every step maps the current sample and the network's denoised estimate to the next sample; it holds
+no state (a multistep solver is handed its previous estimate explicitly), so a step can be checked
+against the papers' equations one at a time. Coefficients come from the float64 schedule as Python
+floats; tensors stay in the sample's dtype.
+
+Notation (``schedules``): abar = alphas_cumprod at a timestep, alpha = sqrt(abar),
+sigma = sqrt(1 - abar), lambda = log(alpha / sigma). ``x0_hat`` and ``eps_hat`` are the network's
+estimates of the clean image and the noise at the current timestep, related by
+x_t = alpha_t x0_hat + sigma_t eps_hat.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+
+import torch
+
+from genmodels.errors import unknown
+from genmodels.models.schedules import NoiseSchedule, spaced_timesteps, timestep_grid
+
+SAMPLERS = ("ddpm", "ddim", "dpm-solver")
+
+# (x_t (B, C, H, W), t) -> (x0_hat, eps_hat), both (B, C, H, W).
+Denoiser = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+
+
+def ddpm_step(
+    x_t: torch.Tensor, x0_hat: torch.Tensor, abar_t: float, abar_prev: float, noise: torch.Tensor | None
+) -> torch.Tensor:
+    """One ancestral step x_t -> x_prev of Ho et al. (2020), from the posterior q(x_prev | x_t, x0_hat).
+
+    With beta = 1 - abar_t / abar_prev (beta_t itself between neighbouring timesteps, the respaced
+    beta of Nichol and Dhariwal 2021 Sec. 4 otherwise), Ho et al. Eq. 7 gives
+        mean = sqrt(abar_prev) beta / (1 - abar_t) x0_hat + sqrt(1 - beta) (1 - abar_prev) / (1 - abar_t) x_t
+        var  = beta-tilde = beta (1 - abar_prev) / (1 - abar_t)
+    and x_prev = mean + sqrt(var) noise. At the last step (abar_prev = 1) var = 0 and x_prev = x0_hat,
+    which is Algorithm 2's noise-free final step.
+
+    Args:
+        x_t, x0_hat: (B, C, H, W).
+        abar_t, abar_prev: alphas_cumprod at the current and the next (less noisy) timestep.
+        noise: N(0, I) of x_t's shape; unused (may be None) when abar_prev = 1.
+    """
+    beta = 1.0 - abar_t / abar_prev
+    c0 = math.sqrt(abar_prev) * beta / (1.0 - abar_t)
+    ct = math.sqrt(1.0 - beta) * (1.0 - abar_prev) / (1.0 - abar_t)
+    mean = c0 * x0_hat + ct * x_t
+    var = beta * (1.0 - abar_prev) / (1.0 - abar_t)
+    if var <= 0.0 or noise is None:
+        return mean
+    return mean + math.sqrt(var) * noise
+
+
+def ddim_step(
+    x_t: torch.Tensor,
+    x0_hat: torch.Tensor,
+    eps_hat: torch.Tensor,
+    abar_t: float,
+    abar_prev: float,
+    eta: float = 0.0,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One DDIM step (Song et al. 2021, Eq. 12 with sigma from Eq. 16):
+
+        sigma = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev)
+        x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps_hat + sigma noise
+
+    eta = 0 is the deterministic DDIM; eta = 1 is the ancestral DDPM step in distribution.
+
+    Args:
+        x_t, x0_hat, eps_hat: (B, C, H, W).
+        abar_t, abar_prev: alphas_cumprod at the current and the next (less noisy) timestep.
+        eta: the stochasticity, >= 0.
+        noise: N(0, I), needed when eta > 0.
+    """
+    sigma = eta * math.sqrt((1.0 - abar_prev) / (1.0 - abar_t)) * math.sqrt(max(0.0, 1.0 - abar_t / abar_prev))
+    direction = math.sqrt(max(0.0, 1.0 - abar_prev - sigma**2))
+    x_prev = math.sqrt(abar_prev) * x0_hat + direction * eps_hat
+    if sigma > 0.0:
+        if noise is None:
+            raise ValueError("ddim_step with eta > 0 needs noise")
+        x_prev = x_prev + sigma * noise
+    return x_prev
+
+
+def dpm_solver_step(
+    x_s: torch.Tensor,
+    x0_s: torch.Tensor,
+    abar_s: float,
+    abar_t: float,
+    x0_r: torch.Tensor | None = None,
+    abar_r: float | None = None,
+) -> torch.Tensor:
+    """One step s -> t of the multistep DPM-Solver++(2M) (Lu et al. 2022, arXiv:2211.01095, Algorithm 2).
+
+    With h = lambda_t - lambda_s and the data prediction x0_s at s:
+        first order (no previous estimate, i.e. DDIM):   D = x0_s
+        second order, previous estimate x0_r at r > s:  r_ = (lambda_s - lambda_r) / h,
+                                                         D = (1 + 1 / (2 r_)) x0_s - 1 / (2 r_) x0_r
+        x_t = (sigma_t / sigma_s) x_s - alpha_t (exp(-h) - 1) D
+    Stepping to abar_t = 1 (sigma_t = 0, lambda_t = inf) gives x_t = x0_s; it must be first order.
+
+    Args:
+        x_s, x0_s: the sample and the network's data prediction at timestep s, (B, C, H, W).
+        abar_s, abar_t: alphas_cumprod at s and at the target t (t less noisy than s).
+        x0_r, abar_r: the data prediction at the previous evaluation r and its alphas_cumprod, or None.
+    """
+    if abar_t >= 1.0:
+        return x0_s
+    alpha_t, sigma_t, sigma_s = math.sqrt(abar_t), math.sqrt(1.0 - abar_t), math.sqrt(1.0 - abar_s)
+    lam_s, lam_t = _lambda(abar_s), _lambda(abar_t)
+    h = lam_t - lam_s
+    d = x0_s
+    if x0_r is not None and abar_r is not None:
+        r = (lam_s - _lambda(abar_r)) / h
+        d = (1.0 + 0.5 / r) * x0_s - (0.5 / r) * x0_r
+    return (sigma_t / sigma_s) * x_s - alpha_t * math.expm1(-h) * d
+
+
+def _lambda(abar: float) -> float:
+    """lambda = log(alpha / sigma) = 0.5 log(abar / (1 - abar))."""
+    return 0.5 * (math.log(abar) - math.log1p(-abar))
+
+
+def sampling_grid(schedule: NoiseSchedule, sampler: str, steps: int, spacing: str = "time") -> list[int]:
+    """The timesteps a sampler visits: it evaluates the network at every entry but the last and steps
+    from each entry to the next; -1 stands for the clean image (alphas_cumprod = 1).
+
+    ``ddpm``: the ``steps`` trailing timesteps then the clean image, so steps = T is Ho et al.'s
+    Algorithm 2 and fewer steps respace it (Nichol and Dhariwal 2021). ``ddim`` and ``dpm-solver``:
+    ``timestep_grid`` from T-1 to 0, as in Song et al.'s and Lu et al.'s code; the result is x at
+    t = 0, whose noise level sigma_0 (about 0.01, a gray level) the caller keeps or clips away.
+    """
+    if sampler not in SAMPLERS:
+        raise unknown("sampler", sampler, SAMPLERS)
+    if sampler == "ddpm":
+        return [*spaced_timesteps(len(schedule), steps), -1]
+    return timestep_grid(schedule, steps, spacing)
+
+
+def sample_loop(
+    denoise: Denoiser,
+    schedule: NoiseSchedule,
+    x_T: torch.Tensor,
+    *,
+    sampler: str = "dpm-solver",
+    steps: int | None = None,
+    spacing: str = "time",
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Run a sampler from pure noise x_T to an image estimate in the model's [-1, 1] range.
+
+    The network is evaluated ``steps`` times along ``sampling_grid``. ``ddpm`` is ancestral sampling,
+    ``ddim`` uses ``eta`` (0 = deterministic), ``dpm-solver`` is DPM-Solver++(2M): second order except
+    at its first and last step.
+
+    Args:
+        denoise: (x_t, t) -> (x0_hat, eps_hat).
+        schedule: the model's NoiseSchedule.
+        x_T: (B, C, H, W) N(0, I) noise.
+        sampler: ddpm | ddim | dpm-solver.
+        steps: network evaluations; None = T for ddpm, 20 otherwise.
+        spacing: time | logsnr, for ddim and dpm-solver (``timestep_grid``).
+        eta: DDIM stochasticity.
+        generator: the source of the ancestral noise.
+
+    Returns:
+        (B, C, H, W) samples, about in [-1, 1].
+    """
+    T = len(schedule)
+    steps = steps if steps is not None else (T if sampler == "ddpm" else 20)
+    grid = sampling_grid(schedule, sampler, steps, spacing)
+    abar = schedule.alphas_cumprod.tolist()
+    x = x_T
+    last: tuple[torch.Tensor, float] | None = None  # (x0_hat, abar) at the previous evaluation
+    for t, t_next in itertools.pairwise(grid):
+        abar_t = abar[t]
+        abar_next = abar[t_next] if t_next >= 0 else 1.0
+        x0_hat, eps_hat = denoise(x, t)
+        stochastic = sampler == "ddpm" or (sampler == "ddim" and eta > 0)
+        noise = None
+        if stochastic and abar_next < 1.0:
+            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        if sampler == "ddpm":
+            x = ddpm_step(x, x0_hat, abar_t, abar_next, noise)
+        elif sampler == "ddim":
+            x = ddim_step(x, x0_hat, eps_hat, abar_t, abar_next, eta, noise)
+        else:
+            # First order at the first step (no history) and at the last: the last step is the largest in
+            # lambda, where the second-order extrapolation overshoots (diffusers' euler_at_final).
+            final = t_next == grid[-1]
+            prev_x0, prev_abar = last if last is not None and not final else (None, None)
+            x = dpm_solver_step(x, x0_hat, abar_t, abar_next, prev_x0, prev_abar)
+            last = (x0_hat, abar_t)
+    return x
