@@ -12,8 +12,11 @@ from torch import nn
 
 from genmodels.config import from_dict
 from genmodels.errors import unknown
-from genmodels.models import autoencoder, vae
+from genmodels.models import autoencoder, diffusion, gan, pixelcnn, vae
 from genmodels.models.base import Batch, LossOutput, ModelSpec
+
+# Adam(2e-4, beta1 0.5): the DCGAN paper's setting (Radford et al. 2016, Sec. 4), kept by most GANs since.
+GAN_TRAIN = {"lr": 2e-4, "betas": (0.5, 0.999)}
 
 MODELS: dict[str, ModelSpec] = {
     "mlp-ae": ModelSpec(
@@ -51,10 +54,90 @@ MODELS: dict[str, ModelSpec] = {
         "class-conditional conv VAE (Sohn et al. 2015)",
         {"arch": "conv", "conditional": True},
     ),
+    "ddpm": ModelSpec(
+        "diffusion",
+        diffusion.DiffusionConfig,
+        diffusion.build,
+        "DDPM (Ho et al. 2020): U-Net denoiser, DDPM / DDIM / DPM-Solver++ samplers, a likelihood bound",
+    ),
+    "cddpm": ModelSpec(
+        "diffusion",
+        diffusion.DiffusionConfig,
+        diffusion.build,
+        "class-conditional DDPM with classifier-free guidance (Ho and Salimans 2022)",
+        {"conditional": True},
+    ),
+    "masked-pixelcnn": ModelSpec(
+        "pixelcnn",
+        pixelcnn.PixelCNNConfig,
+        pixelcnn.build,
+        "PixelCNN (van den Oord et al. 2016a): masked convolutions (A, then B), exact likelihood",
+        {"arch": "masked"},
+    ),
+    "gated-pixelcnn": ModelSpec(
+        "pixelcnn",
+        pixelcnn.PixelCNNConfig,
+        pixelcnn.build,
+        "Gated PixelCNN (van den Oord et al. 2016b): vertical + horizontal stacks, no blind spot",
+        {"arch": "gated"},
+    ),
+    "conditional-pixelcnn": ModelSpec(
+        "pixelcnn",
+        pixelcnn.PixelCNNConfig,
+        pixelcnn.build,
+        "class-conditional Gated PixelCNN (van den Oord et al. 2016b, Eq. 4)",
+        {"arch": "gated", "conditional": True},
+    ),
+    "gan-mlp": ModelSpec(
+        "gan",
+        gan.GANConfig,
+        gan.build,
+        "the classic Keras-tutorial MLP GAN (G 100-256-512-1024-784, D 784-512-256-1), reproduced exactly",
+        {"arch": "mlp", "latent_dim": 100, "init": "keras", "bn_momentum": 0.2, "bn_eps": 1e-3, "keras_compat": True},
+        GAN_TRAIN,
+    ),
+    "dcgan": ModelSpec(
+        "gan",
+        gan.GANConfig,
+        gan.build,
+        "DCGAN (Radford et al. 2016): conv G and D with batch norm, non-saturating loss",
+        {"arch": "dcgan", "loss": "bce", "d_norm": "batch"},
+        GAN_TRAIN,
+    ),
+    "wgan-gp": ModelSpec(
+        "gan",
+        gan.GANConfig,
+        gan.build,
+        "WGAN-GP (Gulrajani et al. 2017): DCGAN nets, layer-norm critic, gradient penalty, 5 critic steps",
+        {"arch": "dcgan", "loss": "wgan-gp", "d_norm": "layer", "n_critic": 5, "gp_lambda": 10.0},
+        {"lr": 1e-4, "betas": (0.0, 0.9)},
+    ),
+    "sngan": ModelSpec(
+        "gan",
+        gan.GANConfig,
+        gan.build,
+        "SN-GAN (Miyato et al. 2018): hinge loss, spectrally normalised DCGAN discriminator",
+        {"arch": "dcgan", "loss": "hinge", "spectral_norm": True, "d_norm": "none"},
+        GAN_TRAIN,
+    ),
+    "cgan": ModelSpec(
+        "gan",
+        gan.GANConfig,
+        gan.build,
+        "class-conditional SN-GAN: one-hot labels into G, projection discriminator (Miyato & Koyama 2018)",
+        {"arch": "dcgan", "loss": "hinge", "spectral_norm": True, "d_norm": "none", "conditional": True},
+        GAN_TRAIN,
+    ),
 }
 
 # A family's own name picks its recommended model; the tuned settings live in genmodels/configs/<family>.yaml.
-FAMILIES: dict[str, str] = {"autoencoder": "conv-ae", "vae": "conv-vae"}
+FAMILIES: dict[str, str] = {
+    "autoencoder": "conv-ae",
+    "vae": "conv-vae",
+    "diffusion": "ddpm",
+    "pixelcnn": "gated-pixelcnn",
+    "gan": "dcgan",
+}
 
 
 def model_spec(name: str) -> ModelSpec:

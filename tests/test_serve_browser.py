@@ -1,0 +1,249 @@
+"""The web app in a real headless Chromium (Debian's, driven by Playwright): `genmodels serve` runs as
+its own process, the test clicks through every page, checks that each picture rendered and is not
+blank, and saves a screenshot of every page under the pytest tmp dir (``.../screenshots*/``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serve_fixtures import EVALUATED, SERVE_RUNS, serve_runs_dir
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+@pytest.fixture(scope="session")
+def serve_runs(tmp_path_factory) -> Path:
+    """RUNS_DIR holding one tiny trained run per family (see serve_fixtures.SERVE_RUNS)."""
+    return serve_runs_dir(tmp_path_factory)
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Without the background-networking flags Chromium dials out at start, and a closed network refuses it.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+# An <img> drawn onto a canvas and read back: what the browser decoded, as grey levels.
+PIXELS_JS = """(img) => {
+  if (!img.complete || !img.naturalWidth) return null;
+  const c = document.createElement("canvas");
+  c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const ctx = c.getContext("2d");
+  ctx.drawImage(img, 0, 0);
+  const d = ctx.getImageData(0, 0, c.width, c.height).data;
+  const g = new Array(c.width * c.height);
+  for (let i = 0; i < g.length; i++) g[i] = (d[4 * i] + d[4 * i + 1] + d[4 * i + 2]) / 3;
+  return {w: c.width, h: c.height, g: g, shown: img.getBoundingClientRect().width};
+}"""
+
+
+def _need_browser() -> None:
+    """Chromium and Playwright are test requirements; CI (CI=true) installs both, so there a miss fails."""
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        missing = "Playwright for Python (pip install -e '.[test]')"
+    else:
+        missing = None if Path(CHROMIUM).exists() else "Debian's chromium (apt-get install -y chromium chromium-driver)"
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"the browser tests need {missing}; .ci/run installs it")
+        pytest.skip(f"needs {missing}; .ci/run installs it")
+
+
+@pytest.fixture(scope="module")
+def app_url(serve_runs):
+    """`genmodels serve RUNS_DIR --port 0` as a real process; yields its address."""
+    _need_browser()
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "genmodels", "serve", str(serve_runs), "--port", "0", "--device", "cpu"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    if "http://127.0.0.1:" not in line:
+        proc.kill()
+        pytest.fail(f"genmodels serve did not start: {line} {proc.stderr.read()}")
+    yield line.split(" at ")[1].split()[0].rstrip("/")
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def page(app_url, tmp_path_factory):
+    """A fresh headless Chromium profile and one page; collects the page's JavaScript errors."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(
+            tempfile.mkdtemp(dir=tmp_path_factory.getbasetemp(), prefix="chromium-profile-"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+        )
+        pg = ctx.new_page()
+        pg.set_default_timeout(90_000)  # a first model load on a busy 2-core machine
+        pg.js_errors = []
+        pg.on("pageerror", lambda e: pg.js_errors.append(str(e)))
+        pg.on("console", lambda m: m.type == "error" and pg.js_errors.append(m.text))
+        yield pg
+        ctx.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("screenshots")
+
+
+def pixels(page, selector: str) -> np.ndarray:
+    """The rendered image's grey levels, (H, W); fails if it does not decode or is not on screen."""
+    page.wait_for_function(
+        "(s) => { const i = document.querySelector(s); return i && i.complete && i.naturalWidth > 0; }", arg=selector
+    )
+    r = page.locator(selector).evaluate(PIXELS_JS)
+    assert r is not None, f"{selector} did not render"
+    assert r["shown"] > 0, f"{selector} is not displayed"
+    return np.array(r["g"], dtype=float).reshape(r["h"], r["w"])
+
+
+def assert_picture(page, selector: str, tile: int | None = None, per_row: int | None = None) -> np.ndarray:
+    """The image rendered, and is a picture: its first tile is not flat.
+
+    Args:
+        tile: the image size of a grid (with a 2-pixel frame); None for a single image.
+        per_row: for a grid the trainer saved (scaled up for small images), its images per row.
+    """
+    g = pixels(page, selector)
+    scale = round(g.shape[1] / (per_row * (tile + 2) + 2)) if tile and per_row else 1
+    first = g[2 * scale : (2 + tile) * scale, 2 * scale : (2 + tile) * scale] if tile else g
+    assert first.std() > 2.0, f"{selector} looks blank (std {first.std():.2f})"
+    return g
+
+
+def wait_new_src(page, selector: str, old: str) -> None:
+    page.wait_for_function(
+        "([s, old]) => { const i = document.querySelector(s);"
+        " return i && i.src !== old && i.complete && i.naturalWidth > 0; }",
+        arg=[selector, old],
+    )
+
+
+def src(page, selector: str) -> str:
+    return page.locator(selector).get_attribute("src") or ""
+
+
+def test_every_page_renders_in_chromium(page, app_url, shots, serve_runs):
+    page.goto(app_url + "/")
+    page.wait_for_selector("#runs-table")
+    assert page.locator("#runs-table tr.run-row").count() == len(SERVE_RUNS)
+    board = page.locator("#leaderboard .leaderboard-table tbody tr")
+    assert board.count() == len(EVALUATED) and board.first.locator("a.run-link").inner_text() == EVALUATED[0]
+    page.screenshot(path=shots / "01-runs.png", full_page=True)
+
+    page.click("#nav-leaderboard")
+    page.wait_for_selector("#page-leaderboard .leaderboard-table")
+    assert "FID" in page.locator("#page-leaderboard thead").inner_text()
+    page.screenshot(path=shots / "02-leaderboard.png", full_page=True)
+    page.click(f"#page-leaderboard a.run-link[data-run='{EVALUATED[0]}']")
+    page.wait_for_selector(f"#page-run[data-run='{EVALUATED[0]}'] #eval pre")
+
+    for i, name in enumerate(SERVE_RUNS):
+        page.click("#nav-runs")
+        page.wait_for_selector("#runs-table")
+        page.click(f"#runs-table a.run-link[data-run='{name}']")
+        page.wait_for_selector(f"#page-run[data-run='{name}']")
+        check_run_page(page, name, serve_runs)
+        page.screenshot(path=shots / f"{i + 3:02d}-run-{name}.png", full_page=True)
+    assert page.js_errors == []
+    assert len(list(shots.glob("*.png"))) == 2 + len(SERVE_RUNS)
+
+
+def check_run_page(page, name: str, serve_runs: Path) -> None:
+    """Every section of one run page works: curves, the grid slider, generate, and what the model offers."""
+    size = 8 if "data.image_size" in SERVE_RUNS[name][2] else 28
+    curves = page.locator("#losses svg.curve-svg")
+    assert curves.count() >= 1 and int(curves.first.get_attribute("data-points")) >= 2
+    assert page.locator("#losses svg.curve-svg path").first.get_attribute("d").count("L") >= 1
+
+    grid = assert_picture(page, "#grid-img", tile=size, per_row=3)  # train.grid = 3
+    slider = page.locator("#grid-slider")
+    if int(slider.get_attribute("max")) > 0:
+        old = src(page, "#grid-img")
+        slider.evaluate("(s) => { s.value = 0; s.dispatchEvent(new Event('input')); }")
+        wait_new_src(page, "#grid-img", old)
+        assert page.locator("#grid-label").inner_text().startswith("step 10")
+        assert not np.array_equal(assert_picture(page, "#grid-img", tile=size, per_row=3), grid)
+
+    page.wait_for_selector("#gen-img:not([hidden])")  # drawn on arrival, without a click
+    first = assert_picture(page, "#gen-img", tile=size)
+    assert first.shape == (2 * (size + 2) + 2, 8 * (size + 2) + 2)  # 16 images, 8 a row
+    assert page.locator("#gen-timing").inner_text().startswith("server ")
+    old = src(page, "#gen-img")
+    page.fill("#gen-seed", "5")
+    if page.locator("#gen-class").count():
+        page.select_option("#gen-class", "3")
+    page.click("#gen-button")
+    wait_new_src(page, "#gen-img", old)
+    assert not np.array_equal(assert_picture(page, "#gen-img", tile=size), first)
+
+    if page.locator("#interp-button").count():
+        page.click("#interp-button")
+        page.wait_for_selector("#interp-img:not([hidden])")
+        assert assert_picture(page, "#interp-img", tile=size).shape == (size + 4, 10 * (size + 2) + 2)
+    if page.locator("#explorer-canvas").count():
+        check_explorer(page)
+    if page.locator("#complete-button").count():
+        page.click("#complete-thumbs img[data-index='3']")
+        assert page.input_value("#complete-index") == "3"
+        page.click("#complete-button")
+        page.wait_for_selector("#complete-img:not([hidden])")
+        assert assert_picture(page, "#complete-img", tile=size).shape == (size + 4, 6 * (size + 2) + 2)
+        assert_picture(page, "#complete-thumbs img[data-index='3']")
+    for fig in page.locator("#figures img").all():
+        assert fig.evaluate("(i) => i.complete && i.naturalWidth > 0"), fig.get_attribute("src")
+
+
+def check_explorer(page) -> None:
+    """Moving the pointer over the latent map decodes the point under it."""
+    page.wait_for_selector("#explorer-img[data-z]")
+    canvas = page.locator("#explorer-canvas")
+    assert int(canvas.get_attribute("data-points")) == 297  # the digits test split's codes
+    drawn = canvas.evaluate(
+        "(c) => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        " let n = 0; for (let i = 0; i < d.length; i += 4) n += d[i] < 250 || d[i + 1] < 250; return n; }"
+    )
+    assert drawn > 100  # the dots are on the map
+    centre = assert_picture(page, "#explorer-img")
+    box = canvas.bounding_box()
+    z0 = page.get_attribute("#explorer-img", "data-z")
+    page.mouse.move(box["x"] + 0.1 * box["width"], box["y"] + 0.15 * box["height"])
+    page.mouse.move(box["x"] + 0.12 * box["width"], box["y"] + 0.1 * box["height"], steps=4)
+    page.wait_for_function(
+        "(z0) => { const i = document.querySelector('#explorer-img'); return i.dataset.z !== z0 && i.complete; }",
+        arg=z0,
+    )
+    page.wait_for_timeout(300)  # let the last queued point land
+    corner = assert_picture(page, "#explorer-img")
+    assert not np.array_equal(corner, centre)
+    zx, zy = (float(v) for v in page.get_attribute("#explorer-img", "data-z").split(","))
+    cx, cy = (float(v) for v in z0.split(","))
+    assert zx < cx and zy > cy  # up and to the left of the centre: smaller z0, larger z1
