@@ -406,3 +406,42 @@ def test_short_training_on_real_digits_moves_samples_toward_the_data(name, steps
     tail = t.history[-3:]
     assert sum(r["d_real"] for r in tail) > sum(r["d_fake"] for r in tail)
     assert all(r["d_grad_norm"] > 0 and r["g_grad_norm"] > 0 for r in tail)
+
+
+class _Replay(nn.Module):
+    """A 'generator' that replays chosen real images: its class coverage is known exactly."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+        self.images = images
+
+    def loss(self, batch):
+        from genmodels.models.base import LossOutput
+
+        return LossOutput(loss=self.w**2, metrics={})
+
+    def sample(self, n, *, generator=None, labels=None):
+        return self.images[:n]
+
+
+def test_class_monitor_warns_when_coverage_falls(capsys):
+    """Issue 4, point 3: the real Fashion-MNIST feature net watches the samples' classes."""
+    from genmodels.data import load_dataset
+    from genmodels.training.config import DataConfig
+    from genmodels.training.run import _class_monitor
+
+    test = load_dataset("fashion-mnist", "test")
+    imgs = torch.from_numpy(test.images[2000:2400]).float() / 255
+    one_class = imgs[torch.from_numpy(test.labels[2000:2400]) == 7]  # sneakers only
+    monitor = _class_monitor(DataConfig(dataset="fashion-mnist"), (1, 28, 28), torch.device("cpu"))
+    model = _Replay(imgs)
+    trainer = Trainer(model, imgs, None, TrainConfig(steps=1, monitor_classes=len(one_class)), monitor=monitor)
+    good = trainer.watch_classes()
+    assert good["class_coverage"] == 1.0 and good["class_kl"] < 0.2
+    assert "mode collapse" not in capsys.readouterr().err
+    model.images = one_class
+    bad = trainer.watch_classes()
+    assert bad["class_coverage"] <= 0.2 and bad["class_kl"] > 1.5
+    err = capsys.readouterr().err
+    assert "possible mode collapse" in err and "best so far 100%" in err

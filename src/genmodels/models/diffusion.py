@@ -105,16 +105,6 @@ class DiffusionConfig:
             raise ConfigError("model.conditional=true needs a labelled dataset with at least 2 classes")
 
 
-def bf16_is_native(device: torch.device) -> bool:
-    """Whether bf16 matmuls and convs run natively here (an Ampere+ GPU, or a CPU with AVX512-BF16 / AMX)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def discretized_gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
     """log P(x) of 8-bit pixels under a Gaussian integrated over each pixel's bin (Ho et al. 2020, Eq. 13).
 
@@ -217,7 +207,9 @@ class DDPM(nn.Module):
     def _precision_context(self) -> contextlib.AbstractContextManager[Any]:
         p = self.config.precision
         dev = self.device
-        if p == "fp32" or (p == "auto" and not bf16_is_native(dev)) or torch.is_autocast_enabled(dev.type):
+        from genmodels.training.trainer import bf16_is_fast
+
+        if p == "fp32" or (p == "auto" and not bf16_is_fast(dev)) or torch.is_autocast_enabled(dev.type):
             return contextlib.nullcontext()
         return torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
 

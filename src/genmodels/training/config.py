@@ -46,6 +46,8 @@ class TrainConfig:
     ckpt_minutes: float = 5.0  # also checkpoint after this many minutes without one
     keep_checkpoints: int = 2  # older checkpoints are deleted
     grid: int = 5  # sample grids are grid x grid images
+    monitor_classes: int = 0  # at every sample grid, classify this many samples with the feature net and warn
+    #   when their class coverage falls (mode collapse); 0 = off; GANs default to 500
     progress: bool = True  # show a progress bar
 
     def __post_init__(self) -> None:
@@ -69,7 +71,7 @@ class TrainConfig:
             raise ConfigError(f"train.ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ConfigError(f"train.grad_clip must be > 0, got {self.grad_clip}")
-        for key in ("log_every", "sample_every", "ckpt_every", "warmup_steps", "grid"):
+        for key in ("log_every", "sample_every", "ckpt_every", "warmup_steps", "grid", "monitor_classes"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}")
         if self.keep_checkpoints < 1:

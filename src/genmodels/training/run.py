@@ -20,7 +20,7 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -332,6 +332,31 @@ def _decide(
     return cfg, run_dir
 
 
+def _class_monitor(
+    data_cfg: DataConfig, shape: tuple[int, ...], device: torch.device
+) -> Callable[[torch.Tensor], dict[str, float]] | None:
+    """samples -> class coverage and KL against the test split, on the dataset's feature net; None
+    (and one note) when the dataset has no feature net of this image shape."""
+    from genmodels.eval.features import load_feature_net, shipped_feature_nets
+    from genmodels.eval.metrics import class_coverage
+
+    dataset = data_cfg.dataset
+    card = shipped_feature_nets().get(dataset)
+    if card is None or tuple(card["config"]["image_shape"]) != tuple(shape):
+        print(f"note: no feature net for {dataset} at {tuple(shape)}; class coverage is not monitored", file=sys.stderr)
+        return None
+    net = load_feature_net(dataset, device)
+    test = load_data(data_cfg, "test")
+    real = net.classify(torch.from_numpy(test.images[:2000]).to(device).float() / 255.0)
+    k = int(card["config"]["num_classes"])
+
+    def monitor(samples: torch.Tensor) -> dict[str, float]:
+        cc = class_coverage(net.classify(samples.float()), real, k)
+        return {"class_coverage": float(cc["covered"]), "class_kl": float(cc["kl"])}
+
+    return monitor
+
+
 def _train_locked(
     run_dir: Path,
     cfg: dict[str, Any],
@@ -356,7 +381,15 @@ def _train_locked(
     labels = torch.from_numpy(ds.labels) if ds.labels is not None else None
     device = distributed.device_for(info, train_cfg.device)
     trainer = Trainer(
-        model, images_tensor(ds.images), labels, train_cfg, run_dir, rank=info.rank, world=info.world, device=device
+        model,
+        images_tensor(ds.images),
+        labels,
+        train_cfg,
+        run_dir,
+        rank=info.rank,
+        world=info.world,
+        device=device,
+        monitor=_class_monitor(data_cfg, ds.shape, device) if train_cfg.monitor_classes and info.is_main else None,
     )
     if resuming:  # rank 0 reads and verifies the checkpoint; every process continues from the same one
         ck = distributed.broadcast(trainer.read_checkpoint() if info.is_main else None, info)

@@ -155,8 +155,11 @@ class Trainer:
         world: int = 1,
         engine: Callable[..., Any] | None = None,
         device: torch.device | None = None,
+        monitor: Callable[[torch.Tensor], dict[str, float]] | None = None,
     ) -> None:
         self.config = config
+        self.monitor = monitor  # samples -> {"class_coverage", "class_kl"}: watches for mode collapse
+        self.best_coverage = 0.0
         self.device = device or pick_device(config.device)
         self.model = model.to(self.device)
         self.engine = engine
@@ -443,6 +446,31 @@ class Trainer:
         if self.logger is not None:
             self.logger.image("samples", grid, self.step)
 
+    def watch_classes(self) -> dict[str, float] | None:
+        """Class coverage of ``monitor_classes`` fresh samples; warns when it falls (mode collapse).
+
+        Logged as ``class_coverage`` (share of classes produced at least a quarter as often as in the
+        data) and ``class_kl`` (KL of the sample class histogram from the data's, nats). The warning
+        fires when coverage drops 0.2 or more below the best seen in this run.
+        """
+        if self.monitor is None or not self.config.monitor_classes or not self.is_main:
+            return None
+        imgs = self.sample_images(self.config.monitor_classes, seed=self.config.seed + 0x5EED)
+        stats = self.monitor(imgs)
+        cov = stats["class_coverage"]
+        if cov <= self.best_coverage - 0.2 + 1e-9:
+            msg = (
+                f"warning: possible mode collapse at step {self.step}: samples cover {cov:.0%} of the classes "
+                f"(best so far {max(self.best_coverage, cov):.0%}, class KL {stats['class_kl']:.2f} nats); "
+                "see samples/ and consider a lower learning rate, spectral norm (model.spectral_norm=true) "
+                "or the wgan-gp loss"
+            )
+            print(msg, file=sys.stderr, flush=True)
+        self.best_coverage = max(self.best_coverage, cov)
+        if self.logger is not None:
+            self.logger.log({"step": self.step, "time": round(self.elapsed, 3), **stats})
+        return stats
+
     # ----------------------------------------------------------------- the loop
 
     def fit(self) -> TrainResult:
@@ -536,6 +564,7 @@ class Trainer:
         c = self.config
         if c.sample_every and self.step % c.sample_every == 0:
             self.save_samples(f"step-{self.step:08d}")
+            self.watch_classes()
         due_time = c.ckpt_minutes and time.monotonic() - self._last_ckpt_time > 60.0 * c.ckpt_minutes
         if (c.ckpt_every and self.step % c.ckpt_every == 0) or due_time:
             self.save()
