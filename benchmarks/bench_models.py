@@ -42,13 +42,18 @@ def default_config(name: str) -> tuple[dict, dict]:
     return {}, dict(spec.train_defaults)
 
 
-def flops_per_image(trainer: Trainer) -> float:
-    """FLOPs of one training step (forward and backward of every loss it computes) per image."""
+def flops_per_image(trainer: Trainer) -> float | None:
+    """FLOPs of one training step (forward and backward of every loss it computes) per image; None where
+    torch's counter cannot follow the step (WGAN-GP's gradient penalty differentiates a gradient)."""
     amp, trainer.amp_dtype = trainer.amp_dtype, None  # FLOPs are the same in bf16; the counter wants fp32
-    with FlopCounterMode(display=False) as fc:
-        before = trainer.batches
-        (trainer.adversarial_step if trainer.adversarial else trainer.single_step)()
-    trainer.amp_dtype = amp
+    try:
+        with FlopCounterMode(display=False) as fc:
+            before = trainer.batches
+            (trainer.adversarial_step if trainer.adversarial else trainer.single_step)()
+    except RuntimeError:
+        return None
+    finally:
+        trainer.amp_dtype = amp
     images = (trainer.batches - before) * trainer.config.batch_size
     return fc.get_total_flops() / images
 
@@ -83,8 +88,8 @@ def bench(name: str, ds, steps: int, batch_size: int | None, precision: str | No
         "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[trainer.amp_dtype],
         "images_per_s": imgs / secs,
         "ms_per_step": 1000 * secs / steps,
-        "mflops_per_image": flops / 1e6,
-        "gflops_per_s": flops * imgs / secs / 1e9,
+        "mflops_per_image": None if flops is None else flops / 1e6,
+        "gflops_per_s": None if flops is None else flops * imgs / secs / 1e9,
     }
 
 
@@ -112,11 +117,13 @@ def main() -> None:
     print("|---|---|---:|---:|---|---:|---:|---:|---:|---:|")
     for r in rows:
         peak = peaks["bf16" if r["precision"] == "bf16" else "fp32"]
-        r["share_of_peak"] = r["gflops_per_s"] / peak
+        counted = r["gflops_per_s"] is not None
+        r["share_of_peak"] = r["gflops_per_s"] / peak if counted else None
+        mflops = f"{r['mflops_per_image']:.1f}" if counted else "not countable"
+        rate = f"{r['gflops_per_s']:.1f} | {100 * r['share_of_peak']:.0f}%" if counted else "- | -"
         print(
             f"| {r['model']} | {r['family']} | {r['params']:,} | {r['batch_size']} | {r['precision']} | "
-            f"{r['images_per_s']:,.0f} | {r['ms_per_step']:.1f} | {r['mflops_per_image']:.1f} | "
-            f"{r['gflops_per_s']:.1f} | {100 * r['share_of_peak']:.0f}% |"
+            f"{r['images_per_s']:,.0f} | {r['ms_per_step']:.1f} | {mflops} | {rate} |"
         )
     print(
         "\nFLOPs are nominal (2 per multiply-add, forward and backward, counted by torch's FlopCounterMode); a share "
