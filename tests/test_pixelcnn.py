@@ -339,7 +339,7 @@ def test_training_on_fashion_mnist_lowers_test_bits_per_dim_and_samples_move_tow
     cfg = make_config("gated-pixelcnn", {"channels": 16, "layers": 3, "output": "logistic", "mixtures": 3})
     m = build_from_config("gated-pixelcnn", cfg)
 
-    def test_bpd() -> float:
+    def bits_per_dim() -> float:
         m.eval()
         with torch.no_grad():
             return m.nll(test)["exact"].mean().item() / (784 * math.log(2))
@@ -349,11 +349,11 @@ def test_training_on_fashion_mnist_lowers_test_bits_per_dim_and_samples_move_tow
         s = m.sample(12, generator=torch.Generator().manual_seed(0))
         return nn_distance(s, test)
 
-    before, far = test_bpd(), sample_distance()
+    before, far = bits_per_dim(), sample_distance()
     tc = TrainConfig(steps=120, batch_size=16, lr=5e-3, warmup_steps=10, precision="auto", progress=False)
     t = Trainer(m, images_tensor(train_ds.images), None, tc)
     t.fit()
-    after, near = test_bpd(), sample_distance()
+    after, near = bits_per_dim(), sample_distance()
     assert after < before - 1.5 and after < 4.6, (before, after)
     assert near < 0.8 * far, (far, near)
 
