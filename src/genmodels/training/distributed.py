@@ -25,6 +25,7 @@ How each part is handled:
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,7 @@ def device_for(info: DistInfo, name: str = "auto") -> torch.device:
 
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
+        gc.collect()  # free what still holds the group (a DDP wrapper caught in a reference cycle) while Python runs
         dist.destroy_process_group()
 
 

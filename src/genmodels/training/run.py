@@ -406,13 +406,18 @@ def _train_locked(
             if trainer.history:
                 meta["last_metrics"] = trainer.history[-1]
             write_meta(run_dir, meta)
+    trainer.engine = None  # drop DistributedDataParallel (and its hold on the process group) before leaving it
     if not info.is_main:
         distributed.barrier(info)
-        return Run(run_dir, cfg, meta, trainer.model.eval(), trainer.step, "raw", extra={"result": result})
-    _finish(run_dir, trainer, result)
+        run = Run(run_dir, cfg, meta, trainer.model.eval(), trainer.step, "raw", extra={"result": result})
+    else:
+        _finish(run_dir, trainer, result)
+        distributed.barrier(info)
+        run = load_run(run_dir, device=str(trainer.device))
+        run.extra["result"] = result
+    # Every process leaves the group together: a gloo process that tears down while a peer is still busy
+    # (rank 0 loading the finished run) is aborted by gloo ("terminate called without an active exception").
     distributed.barrier(info)
-    run = load_run(run_dir, device=str(trainer.device))
-    run.extra["result"] = result
     return run
 
 
