@@ -5,12 +5,14 @@ default GAN's training throughput with its share of the matrix-multiply peak.
    weights and must give the same outputs on the same inputs, in training and inference mode, and
    move BatchNorm's moving statistics the same way: the "same architecture" of the speed comparison.
 2. Seconds per classic iteration at batch 32 (median over iterations after 20 warm-up ones, as the
-   peer script measures): genmodels' Trainer step, then the Keras peer in a subprocess, then genmodels
-   again; the genmodels figure is the mean of its two medians, so a drift in machine load shows.
+   peer script measures): genmodels' Trainer step and the Keras peer (in a subprocess) alternated,
+   g k g k g with ``--rounds 2``; each side's figure is the median of its runs, so a drift in machine
+   load reaches both and shows in the runs listed.
 3. Training images per second of the default ``gan`` config at its batch size, with FLOPs per image and
    the share of the fp32 / bf16 matmul peak measured in this run (``bench_models.py``'s method).
 
-usage: python benchmarks/bench_gan_keras.py [--iters 300] [--keras-iters 300] [--no-keras] [--json FILE]
+usage: python benchmarks/bench_gan_keras.py [--iters 300] [--keras-iters 300] [--rounds 2] [--no-keras] [--bf16]
+       [--json FILE]
 needs for the Keras side: pip install tensorflow-cpu (never a genmodels dependency)
 """
 
@@ -63,6 +65,7 @@ def genmodels_seconds_per_iter(ds, iters: int, batch_size: int, precision: str =
     for i in range(iters + 20):
         t0 = time.perf_counter()
         torch.manual_seed(derive_seed(0, i, 0))  # what Trainer.fit does before every step
+        t.measure_norms = i % t.config.log_every == 0  # as fit: gradient norms once per logging window
         t.adversarial_step()
         times.append(time.perf_counter() - t0)
     return statistics.median(times[20:])
@@ -142,6 +145,7 @@ def main() -> None:
     ap.add_argument("--keras-iters", type=int, default=300, help="timed Keras iterations (after 20 warm-up)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--default-steps", type=int, default=30, help="timed steps of the default gan")
+    ap.add_argument("--rounds", type=int, default=2, help="Keras runs, each between two genmodels runs")
     ap.add_argument("--no-keras", action="store_true", help="skip the Keras side (no TensorFlow here)")
     ap.add_argument("--bf16", action="store_true", help="also time the classic architecture with bf16 autocast")
     ap.add_argument("--json")
@@ -159,19 +163,24 @@ def main() -> None:
             print(f"  {k:55s} {v:.2e}")
         print()
 
-    ours1 = genmodels_seconds_per_iter(ds, a.iters, a.batch_size)
-    keras_s = keras_seconds_per_iter(a.keras_iters, a.batch_size) if have_tf else None
-    ours2 = genmodels_seconds_per_iter(ds, a.iters, a.batch_size)
-    ours = (ours1 + ours2) / 2
+    # Alternate the two (g k g k ... g) so that a drift in machine load reaches both; each side's figure
+    # is the median of its runs' medians.
+    ours_runs = [genmodels_seconds_per_iter(ds, a.iters, a.batch_size)]
+    keras_runs: list[float] = []
+    for _ in range(max(1, a.rounds) if have_tf else 0):
+        keras_runs.append(keras_seconds_per_iter(a.keras_iters, a.batch_size))
+        ours_runs.append(genmodels_seconds_per_iter(ds, a.iters, a.batch_size))
+    ours = statistics.median(ours_runs)
+    keras_s = statistics.median(keras_runs) if keras_runs else None
     bf16 = genmodels_seconds_per_iter(ds, a.iters, a.batch_size, "bf16") if a.bf16 else None
-    result.update(genmodels_s_per_iter=[ours1, ours2], keras_s_per_iter=keras_s, genmodels_bf16_s_per_iter=bf16)
-    print(f"| classic MLP GAN, batch {a.batch_size} | seconds per iteration (median) |")
-    print("|---|---:|")
-    print(f"| genmodels (Trainer step, fp32; two runs: {ours1:.4f}, {ours2:.4f}) | {ours:.4f} |")
+    result.update(genmodels_s_per_iter=ours_runs, keras_s_per_iter=keras_runs, genmodels_bf16_s_per_iter=bf16)
+    print(f"| classic MLP GAN, batch {a.batch_size} | runs (median s/iteration each) | median |")
+    print("|---|---|---:|")
+    print(f"| genmodels (Trainer step, fp32) | {', '.join(f'{t:.4f}' for t in ours_runs)} | {ours:.4f} |")
     if bf16 is not None:
-        print(f"| genmodels, same architecture with bf16 autocast (not the classic run's fp32) | {bf16:.4f} |")
+        print(f"| genmodels, same architecture with bf16 autocast (not the classic fp32) | {bf16:.4f} | {bf16:.4f} |")
     if keras_s is not None:
-        print(f"| Keras peer ({PEER.name}) | {keras_s:.4f} |")
+        print(f"| Keras peer ({PEER.name}) | {', '.join(f'{t:.4f}' for t in keras_runs)} | {keras_s:.4f} |")
         print(f"\ngenmodels is {keras_s / ours:.1f}x faster per iteration in fp32 (target: at least 8x)")
         result["speedup"] = keras_s / ours
         if bf16 is not None:

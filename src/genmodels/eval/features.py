@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genmodels.errors import ConfigError, GenmodelsError
+from genmodels.nets.linear import Linear
 
 #: Datasets whose horizontal mirror image is still an image of the same class (clothes, objects),
 #: so training may flip them; digits and characters are not mirror-symmetric.
@@ -93,12 +94,12 @@ class FeatureNet(nn.Module):
             *_conv_bn(w1, w2),
             nn.MaxPool2d(2),
             nn.Flatten(),
-            nn.Linear(w2 * (config.image_shape[1] // 8) * (config.image_shape[2] // 8), config.feature_dim, bias=False),
+            Linear(w2 * (config.image_shape[1] // 8) * (config.image_shape[2] // 8), config.feature_dim, bias=False),
             nn.BatchNorm1d(config.feature_dim),
             nn.ReLU(),
         )
         self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(config.feature_dim, config.num_classes)
+        self.classifier = Linear(config.feature_dim, config.num_classes)
         self.dataset = ""  # set by load_feature_net
         self.sha256 = ""  # of the weights file; the network's version in cache keys
         self.card: dict[str, Any] = {}

@@ -18,6 +18,7 @@ from torch import nn
 from genmodels.errors import ConfigError, unknown
 from genmodels.models.base import Batch, LossOutput
 from genmodels.nets import ConvDecoder, ConvEncoder, mlp
+from genmodels.nets.linear import Linear
 
 
 @dataclass
@@ -124,6 +125,6 @@ def build(config: AEConfig) -> Autoencoder:
         decoder: nn.Module = nn.Sequential(mlp(dims[::-1], config.act), nn.Unflatten(1, (c, h, w)))
     else:
         conv = ConvEncoder(config.image_shape, config.channels, config.blocks, config.act)
-        encoder = nn.Sequential(conv, nn.Linear(conv.out_dim, config.latent_dim))
+        encoder = nn.Sequential(conv, Linear(conv.out_dim, config.latent_dim))
         decoder = ConvDecoder(config.latent_dim, config.image_shape, config.channels, c, config.blocks, config.act)
     return Autoencoder(config, encoder, decoder)

@@ -40,6 +40,7 @@ from torch import nn
 
 from genmodels.errors import ConfigError, unknown
 from genmodels.models.base import Batch, LossOutput, from_model_range, to_model_range
+from genmodels.nets.linear import Linear
 
 ARCHS = ("mlp", "dcgan")
 LOSSES = ("bce", "wgan-gp", "hinge")
@@ -129,10 +130,9 @@ class KerasBatchNorm1d(nn.BatchNorm1d):
         # Undoing Bessel's correction from it is cheaper than a second pass over x for the biased variance.
         moved = self.running_var.clone()
         out = F.batch_norm(x, self.running_mean, moved, self.weight, self.bias, True, self.momentum, self.eps)
-        with torch.no_grad():
+        with torch.no_grad():  # Keras: (1 - m) rv + m var_biased = rv (1 - m) / B + moved (B - 1) / B
             b = x.shape[0]
-            kept = (1.0 - self.momentum) * self.running_var
-            self.running_var.copy_(kept + (moved - kept) * ((b - 1) / b))
+            self.running_var.mul_((1.0 - self.momentum) / b).add_(moved, alpha=(b - 1) / b)
             self.num_batches_tracked.add_(1)
         return out
 
@@ -153,8 +153,8 @@ def mlp_generator(config: GANConfig, z_in: int) -> nn.Sequential:
     c, h, w = config.image_shape
     layers: list[nn.Module] = []
     for d_in, d_out in itertools.pairwise((z_in, *config.g_hidden)):
-        layers += [nn.Linear(d_in, d_out), nn.LeakyReLU(config.leak), *_norm(config.g_norm, d_out, config, 1)]
-    layers += [nn.Linear(config.g_hidden[-1], c * h * w), nn.Tanh(), nn.Unflatten(1, (c, h, w))]
+        layers += [Linear(d_in, d_out), nn.LeakyReLU(config.leak), *_norm(config.g_norm, d_out, config, 1)]
+    layers += [Linear(config.g_hidden[-1], c * h * w), nn.Tanh(), nn.Unflatten(1, (c, h, w))]
     return nn.Sequential(*layers)
 
 
@@ -163,7 +163,7 @@ def mlp_discriminator_body(config: GANConfig) -> tuple[nn.Sequential, int]:
     c, h, w = config.image_shape
     layers: list[nn.Module] = [nn.Flatten()]
     for d_in, d_out in itertools.pairwise((c * h * w, *config.d_hidden)):
-        layers += [nn.Linear(d_in, d_out), nn.LeakyReLU(config.leak)]
+        layers += [Linear(d_in, d_out), nn.LeakyReLU(config.leak)]
     return nn.Sequential(*layers), config.d_hidden[-1]
 
 
@@ -175,7 +175,7 @@ def dcgan_generator(config: GANConfig, z_in: int) -> nn.Sequential:
     s0 = h // 2 ** (len(ch) - 1)
     bias = config.g_norm == "none"  # a bias before BatchNorm is cancelled by its mean
     layers: list[nn.Module] = [
-        nn.Linear(z_in, ch[0] * s0 * s0, bias=bias),
+        Linear(z_in, ch[0] * s0 * s0, bias=bias),
         nn.Unflatten(1, (ch[0], s0, s0)),
         *_norm(config.g_norm, ch[0], config, 2),
         nn.ReLU(),
@@ -218,7 +218,7 @@ class Discriminator(nn.Module):
     def __init__(self, body: nn.Module, feature_dim: int, num_classes: int = 0, bias: bool = True) -> None:
         super().__init__()
         self.body = body
-        self.head = nn.Linear(feature_dim, 1, bias=bias)
+        self.head = Linear(feature_dim, 1, bias=bias)
         self.embed = nn.Embedding(num_classes, feature_dim) if num_classes else None
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

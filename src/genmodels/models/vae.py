@@ -44,6 +44,7 @@ from genmodels.models.likelihoods import (
     gaussian_log_prob,
 )
 from genmodels.nets import ConvDecoder, ConvEncoder, mlp
+from genmodels.nets.linear import Linear
 
 LIKELIHOODS = ("bernoulli", "logistic", "gaussian")
 PRIORS = ("normal", "mixture")
@@ -182,7 +183,7 @@ class VAE(nn.Module):
         self.config = config
         self.encoder = encoder
         cond = config.num_classes if config.conditional else 0
-        self.head = nn.Linear(feature_dim + cond, 2 * config.latent_dim)  # -> [mu, logvar]
+        self.head = Linear(feature_dim + cond, 2 * config.latent_dim)  # -> [mu, logvar]
         self.decoder = decoder
         if config.likelihood == "gaussian":
             self.log_sigma = nn.Parameter(torch.full((), math.log(0.1)))

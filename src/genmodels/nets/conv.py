@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from genmodels.errors import ConfigError
+from genmodels.nets.linear import Linear
 from genmodels.nets.mlp import activation
 
 
@@ -96,7 +97,7 @@ class ConvDecoder(nn.Module):
         self.h, self.w = bottom_size(image_shape, len(channels) - 1)
         rev = list(reversed(channels))
         self.c0 = rev[0]
-        self.fc = nn.Linear(in_dim, rev[0] * self.h * self.w)
+        self.fc = Linear(in_dim, rev[0] * self.h * self.w)
         layers: list[nn.Module] = []
         for i, c in enumerate(rev):
             if i > 0:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from genmodels.errors import unknown
+from genmodels.nets.linear import Linear
 
 ACTIVATIONS = {
     "relu": lambda: nn.ReLU(),
@@ -36,7 +37,7 @@ def mlp(dims: Sequence[int], act: str = "relu", *, final_act: str | None = None)
     """
     layers: list[nn.Module] = []
     for i, (d_in, d_out) in enumerate(itertools.pairwise(dims)):
-        layers.append(nn.Linear(d_in, d_out))
+        layers.append(Linear(d_in, d_out))
         last = i == len(dims) - 2
         if not last:
             layers.append(activation(act))

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genmodels.errors import ConfigError
+from genmodels.nets.linear import Linear
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -55,7 +56,7 @@ class ResBlock(nn.Module):
         super().__init__()
         self.norm1 = group_norm(c_in, groups)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, 2 * c_out)
+        self.emb = Linear(emb_dim, 2 * c_out)
         self.norm2 = group_norm(c_out, groups)
         self.drop = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
@@ -131,7 +132,7 @@ class UNet(nn.Module):
         c = c * patch * patch
         ch0 = channels[0]
         self.emb_dim = emb_dim = 4 * ch0
-        self.time_mlp = nn.Sequential(nn.Linear(ch0, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.time_mlp = nn.Sequential(Linear(ch0, emb_dim), nn.SiLU(), Linear(emb_dim, emb_dim))
         self.num_classes = num_classes
         self.class_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes > 0 else None
         self.conv_in = nn.Conv2d(c, ch0, 3, padding=1)
