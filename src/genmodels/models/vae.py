@@ -145,21 +145,26 @@ def fit_mixture(
     covs = (torch.cov(x.T) + floor).expand(k, d, d).clone()
     logits = torch.zeros(k, dtype=x.dtype)
     prev = -math.inf
+    # Everything per iteration is a GEMM against the fixed outer products x x^T (N, D*D): no (K, N, D)
+    # temporaries (100 iterations on 20,000 codes of 16 dims: ~1 s instead of ~13 s).
+    outer = (x[:, :, None] * x[:, None, :]).reshape(n, d * d)
     for _ in range(iters):
         tril = torch.linalg.cholesky(covs)
-        # E step: responsibilities r_nk of each component for each point.
-        diff = (x[:, None, :] - means[None]).transpose(0, 1)
-        u = torch.linalg.solve_triangular(tril, diff.transpose(1, 2), upper=False)
-        log_n = -0.5 * (u.square().sum(1) + 2.0 * tril.diagonal(dim1=1, dim2=2).log().sum(-1)[:, None])
+        prec = torch.cholesky_inverse(tril)  # (K, D, D)
+        # E step: log N(x | m_k, S_k) = -(x'Px - 2 m'Px + m'Pm) / 2 - log|L_k| (+ a constant), for all n, k.
+        pm = (prec @ means[:, :, None]).squeeze(-1)  # (K, D)
+        maha = outer @ prec.reshape(k, d * d).T - 2.0 * (x @ pm.T) + (pm * means).sum(1)  # (N, K)
+        log_n = -0.5 * maha.T - tril.diagonal(dim1=1, dim2=2).log().sum(-1)[:, None]
         joint = torch.log_softmax(logits, 0)[:, None] + log_n  # (K, N), up to a constant
         ll = torch.logsumexp(joint, 0)
         r = torch.exp(joint - ll)  # (K, N)
-        # M step: weights, means and covariances from the responsibility-weighted points.
+        # M step: weights, means and covariances (second moments less the mean's outer product).
         nk = r.sum(1) + 1e-10
         logits = nk.log()
         means = (r @ x) / nk[:, None]
-        centred = x[None] - means[:, None]  # (K, N, D)
-        covs = torch.einsum("kn,knd,kne->kde", r, centred, centred) / nk[:, None, None] + floor
+        second = (r @ outer).reshape(k, d, d) / nk[:, None, None]
+        covs = second - means[:, :, None] * means[:, None, :]
+        covs = 0.5 * (covs + covs.transpose(1, 2)) + floor
         mean_ll = float(ll.mean())
         if mean_ll - prev < 1e-7 * abs(mean_ll):
             break

@@ -536,8 +536,10 @@ class Trainer:
 
     def fit_to_data(self) -> None:
         """Let a model that fits something to the data after training do so (a VAE's mixture prior
-        over its aggregate posterior: ``model.fit_to_data(images, labels, generator=)``), for the raw
-        and the EMA weights alike, before the final checkpoint. Its time counts as training time."""
+        over its aggregate posterior: ``model.fit_to_data(images, labels, generator=)``) before the
+        final checkpoint. Its time counts as training time. With EMA the fit is made once, for the EMA
+        weights (what sampling and evaluation use), and what it changed is copied to the raw weights,
+        whose encoder differs from the EMA's only by the last steps' drift."""
         fit = getattr(self.model, "fit_to_data", None)
         if not callable(fit):
             return
@@ -546,12 +548,16 @@ class Trainer:
         self.model.eval()
         seed = derive_seed(self.config.seed, self.step, 0xF17)
         try:
-            fit(self.images, self.labels, generator=torch.Generator().manual_seed(seed))
-            if self.ema is not None:
+            if self.ema is None:
+                fit(self.images, self.labels, generator=torch.Generator().manual_seed(seed))
+            else:
                 with self.ema.swapped_in(self.model):
+                    before = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
                     fit(self.images, self.labels, generator=torch.Generator().manual_seed(seed))
                     fitted = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
                 self.ema.load_state_dict(fitted, self.ema.updates)
+                changed = {k: v for k, v in fitted.items() if not torch.equal(v, before[k])}
+                self.model.load_state_dict(changed, strict=False)
         finally:
             self.model.train(was_training)
         self.elapsed += time.monotonic() - t0
