@@ -38,6 +38,7 @@ from genmodels.training.checkpoint import (
 )
 from genmodels.training.config import TrainConfig
 from genmodels.training.ema import EMA
+from genmodels.training.optim import LeanAdam
 
 
 class TrainingDiverged(GenmodelsError):
@@ -201,7 +202,7 @@ class Trainer:
             fused = self.device.type in ("cpu", "cuda") or None
             if c.weight_decay:
                 return torch.optim.AdamW(params, lr=lr, betas=c.betas, weight_decay=c.weight_decay, fused=fused)
-            return torch.optim.Adam(params, lr=lr, betas=c.betas, fused=fused)
+            return LeanAdam(params, lr=lr, betas=c.betas, fused=fused)
 
         if self.adversarial:
             m: Any = self.model
