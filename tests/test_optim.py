@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import torch
 from torch import nn
 
@@ -71,3 +74,20 @@ def test_state_dict_round_trips_through_plain_adam():
     plain = torch.optim.Adam(b.parameters(), lr=1e-2, betas=(0.5, 0.999), fused=True)
     plain.load_state_dict(lean.state_dict())
     assert again.state_dict()["state"].keys() == plain.state_dict()["state"].keys()
+
+
+def test_hooks_run_in_a_process_that_never_made_a_plain_adam():
+    code = (
+        "import torch\n"
+        "from genmodels.training.optim import LeanAdam\n"
+        "p = torch.nn.Parameter(torch.ones(3))\n"
+        "opt = LeanAdam([p], lr=0.1, fused=True)\n"
+        "seen = []\n"
+        "opt.register_step_post_hook(lambda *a: seen.append(1))\n"
+        "for _ in range(3):\n"
+        "    p.grad = torch.ones(3)\n"
+        "    opt.step()\n"
+        "assert len(seen) == 3 and p.detach().lt(1).all(), seen\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr

@@ -362,14 +362,17 @@ class GAN(nn.Module):
         """n fakes without gradients; with keras_compat drawn as Keras' ``predict`` does (G in inference mode)."""
         z = torch.randn(n, self.config.latent_dim, device=device)
         inference = self.config.keras_compat and self.generator.training
+        # keras_compat's G is Linear / LeakyReLU / BatchNorm / Tanh: only its BatchNorm layers have a mode, so
+        # only they are switched (cheaper than eval() and train() walking every module, twice per iteration).
+        norms = [m for m in self.generator.modules() if isinstance(m, nn.BatchNorm1d)] if inference else []
         with torch.no_grad():
-            if inference:
-                self.generator.eval()
+            for m in norms:
+                m.training = False
             try:
                 return self.generate(z, y)
             finally:
-                if inference:
-                    self.generator.train()
+                for m in norms:
+                    m.training = True
 
     def _real_term(self, d: torch.Tensor) -> torch.Tensor:
         if self.config.loss == "bce":

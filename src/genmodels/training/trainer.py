@@ -105,6 +105,9 @@ class BatchStream:
         """Indices of this process's share of global batch ``k``."""
         per = self.batch_size // self.world
         start = k * self.batch_size + self.rank * per
+        if start // self.n == (start + per - 1) // self.n:  # within one epoch: a slice of its permutation
+            offset = start % self.n
+            return self._perm(start // self.n)[offset : offset + per]
         pos = torch.arange(start, start + per)
         epochs, offsets = pos // self.n, pos % self.n
         if epochs[0] == epochs[-1]:
@@ -260,7 +263,9 @@ class Trainer:
         self, name: str, loss: torch.Tensor, params: list[nn.Parameter], want_norm: bool = False
     ) -> torch.Tensor | None:
         opt = self.optimizers[name]
-        opt.zero_grad(set_to_none=True)
+        for group in opt.param_groups:  # zero_grad(set_to_none=True) without its per-call Python
+            for p in group["params"]:
+                p.grad = None
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(opt)
