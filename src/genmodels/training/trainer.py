@@ -108,10 +108,8 @@ class BatchStream:
         if start // self.n == (start + per - 1) // self.n:  # within one epoch: a slice of its permutation
             offset = start % self.n
             return self._perm(start // self.n)[offset : offset + per]
-        pos = torch.arange(start, start + per)
+        pos = torch.arange(start, start + per)  # across an epoch boundary: position by position
         epochs, offsets = pos // self.n, pos % self.n
-        if epochs[0] == epochs[-1]:
-            return self._perm(int(epochs[0]))[offsets]
         return torch.stack([self._perm(int(e))[int(o)] for e, o in zip(epochs, offsets, strict=True)])
 
     def epoch(self, k: int) -> float:
