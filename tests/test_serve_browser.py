@@ -177,6 +177,40 @@ def test_every_page_renders_in_chromium(page, app_url, shots, serve_runs):
     assert len(list(shots.glob("*.png"))) == 2 + len(SERVE_RUNS)
 
 
+def test_leaving_a_run_page_before_its_model_answers_raises_no_error(page, app_url):
+    """The model's description can answer after the user has moved on (a slow first load): the app must
+    not build the gone page's sections or read their controls from the document (CI once saw a TypeError)."""
+    page.js_errors.clear()
+    held, holding = [], [True]
+
+    def hold(route) -> None:  # hold the answer while `holding`: the request stays pending
+        if holding[0]:
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/api/model?*", hold)
+    page.goto(app_url + "/#/run/cvae2d")
+    page.wait_for_selector("#page-run[data-run='cvae2d'] #model-area")
+    while not held:
+        page.wait_for_timeout(20)
+    page.click("#nav-runs")
+    page.wait_for_selector("#runs-table")
+    holding[0] = False
+    for route in held:
+        route.continue_()  # the late answer arrives on the runs list
+    page.wait_for_timeout(1500)  # for it and any timer a built section would start
+    assert page.js_errors == []
+    assert page.locator("#generate").count() == 0
+    # Coming back still works: the page and its generated grid appear.
+    page.click("#runs-table a.run-link[data-run='cvae2d']")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#gen-img'); return i && i.complete && i.naturalWidth > 0; }"
+    )
+    page.unroute("**/api/model?*")
+    assert page.js_errors == []
+
+
 def check_run_page(page, name: str, serve_runs: Path) -> None:
     """Every section of one run page works: curves, the grid slider, generate, and what the model offers."""
     size = 8 if "data.image_size" in SERVE_RUNS[name][2] else 28

@@ -193,6 +193,7 @@ async function showRun(id) {
   app.replaceChildren(page);
   try {
     const info = await getJSON("/api/model?" + base);
+    if (!page.isConnected) return;  // the user moved on while the model loaded: build nothing for a gone page
     modelArea.replaceChildren(...modelSections(base, info, data));
   } catch (e) {
     modelArea.replaceChildren(el("section", { class: "card" }, el("h2", {}, "Generate"),
@@ -261,6 +262,10 @@ function classPicker(info, id, anyText) {
   return labelled("class", el("select", { id, name: "class" }, options));
 }
 
+// A section reads its own controls through these references, never by document id: its requests can
+// run before the section is on the page or after the user has moved to another one.
+const pickedClass = (picker) => (picker ? picker.querySelector("select").value : null);
+
 function modelSections(base, info, data) {
   // The checkpoint every model request uses; made first so that sections built below can read it.
   const steps = data.checkpoints.length ? data.checkpoints : [info.step];
@@ -299,21 +304,18 @@ function generateSection(base, info, stepPicker, common) {
     el("input", { type: "text", class: "opt", name: o.name, placeholder: o.default === null ? "default" : String(o.default) })));
   const img = el("img", { class: "pix", id: "gen-img", hidden: true, alt: "generated samples" });
   const timing = el("span", { class: "timing", id: "gen-timing" }), error = el("p", { class: "error", id: "gen-error" });
+  const seed = numberInput("seed", 0, { id: "gen-seed", min: 0 }), n = numberInput("n", 16, { id: "gen-n", min: 1, max: 64 });
+  const picker = classPicker(info, "gen-class", "all (cycled)");
   const go = async () => {
-    const params = Object.assign(common(), {
-      n: document.getElementById("gen-n").value, seed: document.getElementById("gen-seed").value,
-      class: info.conditional ? document.getElementById("gen-class").value : null,
-    });
-    for (const o of document.querySelectorAll("#generate input.opt")) params["opt." + o.name] = o.value;
+    const params = Object.assign(common(), { n: n.value, seed: seed.value, class: pickedClass(picker) });
+    for (const o of sec.querySelectorAll("input.opt")) params["opt." + o.name] = o.value;
     await fill(img, `/api/generate.png?${base}&${query(params)}`, timing, error);
     img.style.width = Math.min(8, +params.n) * 48 + "px";
   };
   const sec = el("section", { class: "card", id: "generate" }, el("h2", {}, "Generate"),
     el("p", { class: "muted" }, `${info.model_name}, step ${info.step} (${info.weights} weights), ` +
       `${fmt(info.parameters)} parameters; the same images as genmodels sample for the same seed.`),
-    el("div", { class: "controls" }, labelled("seed", numberInput("seed", 0, { id: "gen-seed", min: 0 })),
-      labelled("images", numberInput("n", 16, { id: "gen-n", min: 1, max: 64 })),
-      classPicker(info, "gen-class", "all (cycled)"), stepPicker, opts,
+    el("div", { class: "controls" }, labelled("seed", seed), labelled("images", n), picker, stepPicker, opts,
       actionButton("gen-button", "generate", go), timing),
     error, el("div", { class: "out" }, img));
   setTimeout(go, 0);  // a first grid without a click
@@ -323,22 +325,19 @@ function generateSection(base, info, stepPicker, common) {
 function interpolateSection(base, info, common) {
   const img = el("img", { class: "pix", id: "interp-img", hidden: true, alt: "interpolation" });
   const timing = el("span", { class: "timing" }), error = el("p", { class: "error", id: "interp-error" });
+  const a = numberInput("a", 0, { id: "interp-a", min: 0 }), b = numberInput("b", 1, { id: "interp-b", min: 0 });
+  const steps = numberInput("steps", 10, { id: "interp-steps", min: 2, max: 16 });
+  const picker = classPicker(info, "interp-class", null);
   const go = async () => {
-    const params = Object.assign(common(), {
-      a: document.getElementById("interp-a").value, b: document.getElementById("interp-b").value,
-      steps: document.getElementById("interp-steps").value,
-      class: info.conditional ? document.getElementById("interp-class").value : null,
-    });
+    const params = Object.assign(common(), { a: a.value, b: b.value, steps: steps.value, class: pickedClass(picker) });
     await fill(img, `/api/interpolate.png?${base}&${query(params)}`, timing, error);
     img.style.width = +params.steps * 56 + "px";
   };
   return el("section", { class: "card", id: "interpolate" }, el("h2", {}, "Interpolate"),
     el("p", { class: "muted" }, "Decodes the path between the latents of the samples drawn with seeds A and B " +
       "(slerp between prior draws; a straight line between an autoencoder's codes)."),
-    el("div", { class: "controls" }, labelled("seed A", numberInput("a", 0, { id: "interp-a", min: 0 })),
-      labelled("seed B", numberInput("b", 1, { id: "interp-b", min: 0 })),
-      labelled("steps", numberInput("steps", 10, { id: "interp-steps", min: 2, max: 16 })),
-      classPicker(info, "interp-class", null), actionButton("interp-button", "interpolate", go), timing),
+    el("div", { class: "controls" }, labelled("seed A", a), labelled("seed B", b), labelled("steps", steps),
+      picker, actionButton("interp-button", "interpolate", go), timing),
     error, el("div", { class: "out" }, img));
 }
 
@@ -350,10 +349,11 @@ function explorerSection(base, info, common) {
   const img = el("img", { class: "pix", id: "explorer-img", width: 168, height: 168, alt: "decoded point" });
   const coords = el("div", { class: "muted", id: "explorer-z" }, "move over the map");
   const error = el("p", { class: "error", id: "explorer-error" });
+  const picker = classPicker(info, "explorer-class", null);
   const sec = el("section", { class: "card", id: "explorer" }, el("h2", {}, "Explore the 2-D latent space"),
     el("p", { class: "muted" }, "Move the pointer over the map: the image is decoded from the point under it. " +
       "Dots are test images' codes, coloured by class."),
-    el("div", { class: "controls" }, classPicker(info, "explorer-class", null)),
+    el("div", { class: "controls" }, picker),
     el("div", { class: "explorer" }, canvas, el("div", {}, img, coords)), error);
   let map = null, busy = false, pending = null, marker = null;
   const draw = () => {
@@ -379,8 +379,7 @@ function explorerSection(base, info, common) {
   const request = async (z) => {
     if (busy) { pending = z; return; }
     busy = true;
-    const params = Object.assign(common(), { z: z.map((v) => v.toFixed(4)).join(","),
-      class: info.conditional ? document.getElementById("explorer-class").value : null });
+    const params = Object.assign(common(), { z: z.map((v) => v.toFixed(4)).join(","), class: pickedClass(picker) });
     try {
       const ms = await loadImage(img, `/api/decode.png?${base}&${query(params)}`, error);
       coords.textContent = `z = (${z[0].toFixed(2)}, ${z[1].toFixed(2)}), ${ms.toFixed(0)} ms`;
@@ -432,10 +431,12 @@ function completeSection(base, info, common) {
   const rows = el("input", { type: "range", id: "complete-rows", min: 0, max: H, value: Math.floor(H / 2) });
   const rowsLabel = el("span", {}, `${rows.value} rows`);
   rows.addEventListener("input", () => { rowsLabel.textContent = `${rows.value} rows`; });
+  const samples = numberInput("samples", 4, { id: "complete-samples", min: 1, max: 8 });
+  const seed = numberInput("seed", 0, { id: "complete-seed", min: 0 });
+  const picker = classPicker(info, "complete-class", "the image's own");
   const go = async () => {
-    const params = Object.assign(common(), { index: index.value, rows: rows.value,
-      samples: document.getElementById("complete-samples").value, seed: document.getElementById("complete-seed").value,
-      class: info.conditional ? document.getElementById("complete-class").value : null });
+    const params = Object.assign(common(), { index: index.value, rows: rows.value, samples: samples.value,
+      seed: seed.value, class: pickedClass(picker) });
     await fill(img, `/api/complete.png?${base}&${query(params)}`, timing, error);
     img.style.width = (+params.samples + 2) * 64 + "px";
   };
@@ -445,9 +446,8 @@ function completeSection(base, info, common) {
       "Each result shows the kept rows (the rest grey), the completions, then the original."),
     thumbs,
     el("div", { class: "controls" }, labelled("test image", index), labelled("keep the top", el("span", {}, rows, " ", rowsLabel)),
-      labelled("completions", numberInput("samples", 4, { id: "complete-samples", min: 1, max: 8 })),
-      labelled("seed", numberInput("seed", 0, { id: "complete-seed", min: 0 })),
-      classPicker(info, "complete-class", "the image's own"), actionButton("complete-button", "complete", go), timing),
+      labelled("completions", samples), labelled("seed", seed),
+      picker, actionButton("complete-button", "complete", go), timing),
     error, el("div", { class: "out" }, img));
 }
 
