@@ -90,11 +90,12 @@ class _OneDNNLinear(torch.autograd.Function):
         return gx, gw, gb
 
 
-def _fast(x: torch.Tensor, w: torch.Tensor) -> bool:
+def _fast(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> bool:
     return (
         x.numel() * w.shape[0] >= MIN_MACS
         and x.dtype == torch.float32
         and w.dtype == torch.float32
+        and (b is None or b.dtype == torch.float32)
         and x.device.type == "cpu"
         and w.device.type == "cpu"
         and x.dim() >= 1
@@ -105,7 +106,7 @@ def _fast(x: torch.Tensor, w: torch.Tensor) -> bool:
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, weight, bias)``, on oneDNN for fp32 on the CPU (module docstring)."""
-    if not _fast(x, weight) or (bias is not None and bias.dtype != torch.float32):
+    if not _fast(x, weight, bias):
         return F.linear(x, weight, bias)
     lead = x.shape[:-1]
     flat = x.reshape(-1, x.shape[-1])

@@ -261,9 +261,8 @@ class Trainer:
         self, name: str, loss: torch.Tensor, params: list[nn.Parameter], want_norm: bool = False
     ) -> torch.Tensor | None:
         opt = self.optimizers[name]
-        for group in opt.param_groups:  # zero_grad(set_to_none=True) without its per-call Python
-            for p in group["params"]:
-                p.grad = None
+        for p in params:  # zero_grad(set_to_none=True) without its per-call Python
+            p.grad = None
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(opt)
