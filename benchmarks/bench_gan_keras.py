@@ -38,7 +38,9 @@ from bench_models import bench, matmul_peak
 from genmodels.data import load_dataset
 from genmodels.models import FAMILIES, make_config, model_spec
 from genmodels.training.config import TrainConfig, resolve_run_config
-from genmodels.training.trainer import Trainer, derive_seed, images_tensor
+from genmodels.seeding import derive_seed
+from genmodels.training.batches import images_tensor
+from genmodels.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER = ROOT.parent / "shared" / "peers" / "classic_gan_keras.py"

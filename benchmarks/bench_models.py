@@ -19,8 +19,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from genmodels.data import load_dataset
 from genmodels.models import MODELS, make_config, model_spec
 from genmodels.nets.linear import linear, onednn_linear
+from genmodels.training.batches import images_tensor
 from genmodels.training.config import TrainConfig, family_defaults
-from genmodels.training.trainer import Trainer, images_tensor
+from genmodels.training.trainer import Trainer
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:

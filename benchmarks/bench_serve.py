@@ -33,7 +33,7 @@ TARGET_S = 1.0  # issue 8: 16 images from a small model in under 1 s
 
 def train_runs(root: Path, families: list[str], steps: int) -> list[str]:
     """Each family's recommended model trained ``steps`` steps on digits, and a 2-D MLP autoencoder."""
-    from genmodels.training import train
+    from genmodels.api import train
 
     # Small batches and no grids: only the checkpoint matters here, and the model's size is the family's own.
     quiet = {"train.sample_every": 0, "train.grid": 0, "train.ckpt_every": 0, "train.batch_size": 16}
@@ -81,10 +81,11 @@ def timed(fn, repeats: int, budget_s: float) -> list[float]:
 
 
 def bench_run(base: str, root: Path, name: str, n: int, repeats: int, budget_s: float) -> dict:
-    from genmodels.training import load_run
+    from genmodels.models.base import default_labels, has_latent
+    from genmodels.runs import load_run
 
     run = load_run(root / name, device="cpu")
-    labels = torch.arange(n) % run.model.config.num_classes if getattr(run.model, "conditional", False) else None
+    labels = default_labels(run.model, n)
     q = f"{base}/api/generate.png?run={name}&n={n}"
     cold, _ = fetch(f"{q}&seed=0")
     warm = timed(lambda i: fetch(f"{q}&seed={i + 1}")[0], repeats, budget_s)
@@ -100,7 +101,7 @@ def bench_run(base: str, root: Path, name: str, n: int, repeats: int, budget_s: 
         "direct_median_s": statistics.median(direct),
     }
     row["http_over_direct"] = row["warm_median_s"] / row["direct_median_s"]
-    if int(getattr(run.model, "latent_dim", 0) or 0) == 2 and callable(getattr(run.model, "decode", None)):
+    if has_latent(run.model) and int(run.model.latent_dim) == 2:
         fetch(f"{base}/api/latent?run={name}")
         pts = timed(lambda i: fetch(f"{base}/api/decode.png?run={name}&z={i / 50:.3f},{-i / 50:.3f}")[0], 50, 30)
         row["explorer_point_median_s"] = statistics.median(pts)
@@ -138,6 +139,8 @@ def main() -> None:
         proc, base = start_server(root)
         try:
             rows = [bench_run(base, root, name, a.n, a.repeats, a.budget) for name in names]
+            listing = timed(lambda i: fetch(f"{base}/api/runs")[0], 20, 30)
+            pages = timed(lambda i: fetch(f"{base}/api/run?run={names[i % len(names)]}")[0], 20, 30)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -162,6 +165,10 @@ def main() -> None:
     print(
         "first = the first request (loads the model); median/max = warm requests with new seeds; "
         "direct = Run.sample in this process"
+    )
+    print(
+        f"run list of {len(names)} runs: {1000 * statistics.median(listing):.1f} ms; one run's page: "
+        f"{1000 * statistics.median(pages):.1f} ms (medians, every file read through safeio)"
     )
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))

@@ -51,8 +51,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
 
+    from genmodels.api import load_run, train
     from genmodels.eval import evaluate_run, load_feature_net
-    from genmodels.training import load_run, train
 
     out = Path(a.out)
     if not a.skip_train:

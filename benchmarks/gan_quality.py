@@ -26,7 +26,7 @@ CLASSIC = ROOT / "configs" / "gan-mlp-classic.yaml"
 
 def train_runs(out: Path, minutes: float) -> None:
     """The classic run, exactly as configs/gan-mlp-classic.yaml says, and the default ``gan`` for ``minutes``."""
-    from genmodels.training import train
+    from genmodels.api import train
 
     train("gan-mlp", "fashion-mnist", config=str(CLASSIC), out=out / "classic", progress=False)
     train("gan", "fashion-mnist", max_time=minutes, out=out / "default", progress=False)

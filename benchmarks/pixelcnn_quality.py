@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genmodels.api import train
 from genmodels.config import parse_set
 from genmodels.data import load_dataset
 from genmodels.eval.likelihood import likelihood_report
-from genmodels.training import train
 
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the checkout
 

@@ -5,7 +5,13 @@ Checkpoints are written every step, and the model (an MLP VAE of 2.4M parameters
 Adam moments per checkpoint) makes writing take longer than a step, so most kills land while a checkpoint is
 being written; the report counts them (a temporary checkpoint directory left behind by the killed process).
 
-usage: python scripts/kill_test.py [--trials 20] [--steps 200] [--seed 0] [--workdir DIR]
+Then the final save: with a checkpoint every step, the last step is saved twice (the periodic save, then
+``fit``'s final one), and every resume of the finished run saves it once more. ``--final-trials`` times, the
+finished run is resumed and killed the moment its final save starts writing (plus a random few
+milliseconds): ``latest`` must still name a complete checkpoint each time (once, deleting what ``latest``
+named before the new one was in place left ``latest`` naming a missing directory).
+
+usage: python scripts/kill_test.py [--trials 20] [--final-trials 5] [--steps 200] [--seed 0] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -70,7 +76,7 @@ def _start(args: list[str]) -> subprocess.Popen:
 
 def check_readable(run: Path) -> int | None:
     """Assert the run directory is readable as a user would read it; returns the latest step (None if none yet)."""
-    from genmodels.training.checkpoint import latest_checkpoint, load_checkpoint
+    from genmodels.checkpoints import latest_checkpoint, load_checkpoint
     from genmodels.training.logger import read_metrics
 
     cfg = yaml.safe_load((run / "config.yaml").read_text())
@@ -84,20 +90,25 @@ def check_readable(run: Path) -> int | None:
 
 def latest_step(run: Path) -> int | None:
     """The step the ``latest`` pointer names (cheap: no verification), or None."""
+    from genmodels.checkpoints import parse_step_name
+
     try:
-        return int((run / "checkpoints" / "latest").read_text().strip().removeprefix("step-"))
-    except (OSError, ValueError):
+        key = parse_step_name((run / "checkpoints" / "latest").read_text().strip())
+    except OSError:
         return None
+    return key[0] if key else None
 
 
 def final_weights(run: Path) -> dict[str, dict[str, torch.Tensor]]:
-    from genmodels.training.checkpoint import latest_checkpoint, load_checkpoint
+    from genmodels.checkpoints import latest_checkpoint, load_checkpoint
 
     ck = load_checkpoint(latest_checkpoint(run / "checkpoints"))
     return {"model": ck["model"], "ema": ck["ema"], "step": ck["meta"]["step"]}
 
 
-def run_kill_test(workdir: Path, trials: int = 20, steps: int = 200, seed: int = 0) -> dict[str, Any]:
+def run_kill_test(
+    workdir: Path, trials: int = 20, steps: int = 200, seed: int = 0, final_trials: int = 5
+) -> dict[str, Any]:
     """Run the whole experiment; returns a report (raises AssertionError on any broken promise)."""
     rng = random.Random(seed)
     ref, victim = workdir / "reference", workdir / "killed"
@@ -145,6 +156,7 @@ def run_kill_test(workdir: Path, trials: int = 20, steps: int = 200, seed: int =
     p = _start(["train", "--resume", str(victim), "--no-progress"])
     _, err = p.communicate(timeout=600)
     assert p.returncode == 0, err
+    finals = [kill_during_final_save(victim, steps, rng) for _ in range(final_trials)]
     a, b = final_weights(ref), final_weights(victim)
     assert a["step"] == b["step"] == steps
     same_model = all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
@@ -156,23 +168,51 @@ def run_kill_test(workdir: Path, trials: int = 20, steps: int = 200, seed: int =
         "bit_identical_model": same_model,
         "bit_identical_ema": same_ema,
         "kills": kills,
+        "final_save_kills": finals,
         "reference_seconds": round(full_time, 1),
     }
+
+
+def kill_during_final_save(run: Path, steps: int, rng: random.Random) -> dict[str, Any]:
+    """Resume the finished run (it saves its last step once more) and SIGKILL it while that save is written;
+    then check ``latest`` names a complete, verified checkpoint of the last step."""
+    ckpts = run / "checkpoints"
+    before = {p.name for p in ckpts.iterdir()}
+    p = _start(["train", "--resume", str(run), "--no-progress"])
+    deadline = time.monotonic() + 300
+    while p.poll() is None and time.monotonic() < deadline:
+        if any(n.startswith(".tmp-step-") or n not in before for n in (q.name for q in ckpts.iterdir())):
+            break  # the final save has started (its temporary directory) or just landed
+        time.sleep(0.0005)
+    time.sleep(rng.uniform(0.0, 0.05))
+    killed = p.poll() is None
+    if killed:
+        p.send_signal(signal.SIGKILL)
+    p.wait()
+    names = sorted(q.name for q in ckpts.iterdir())
+    step = check_readable(run)  # raises when latest names a missing or incomplete checkpoint
+    assert step == steps, (step, names)
+    return {"killed": killed, "latest": (ckpts / "latest").read_text().strip(), "entries": names}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--final-trials", type=int, default=5, help="kills during the final save of the finished run")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir")
     a = ap.parse_args()
     work = Path(a.workdir) if a.workdir else Path(tempfile.mkdtemp(prefix="genmodels-kill-"))
-    rep = run_kill_test(work, a.trials, a.steps, a.seed)
+    rep = run_kill_test(work, a.trials, a.steps, a.seed, a.final_trials)
     for k in rep["kills"]:
         print(
             f"trial {k['trial']:2d}: killed near step {k['target_step']} -> latest checkpoint step "
             f"{k['latest_step']}{' (killed during a checkpoint write)' if k['mid_checkpoint_write'] else ''}"
+        )
+    for i, f in enumerate(rep["final_save_kills"]):
+        print(
+            f"final save {i}: {'killed' if f['killed'] else 'finished first'} -> latest {f['latest']} ({f['entries']})"
         )
     print(
         f"{rep['killed']} kills in {rep['trials']} trials, {rep['mid_checkpoint_write']} during a checkpoint write; "

@@ -27,8 +27,8 @@ EVALUATED = ("ae2d",)  # evaluation costs seconds (KID subsets): one run makes t
 
 def train_serve_runs(root: Path) -> Path:
     """Train every SERVE_RUNS entry into root/<name> and evaluate the EVALUATED ones (eval.json)."""
+    from genmodels.api import train
     from genmodels.eval.report import evaluate_run
-    from genmodels.training import train
 
     for name, (model, steps, extra) in SERVE_RUNS.items():
         overrides = {f"model.{k}": v for k, v in TINY[model].items()}

@@ -59,6 +59,17 @@ def test_models_lists_every_registered_model(capsys):
         assert fam in out
 
 
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_models_prints_the_model_that_train_family_trains(capsys, family):
+    """One source of truth: the pick ``genmodels models`` prints is the model ``train FAMILY`` builds (the
+    pixelcnn family once printed gated-pixelcnn and trained masked-pixelcnn)."""
+    from genmodels.training.config import resolve_run_config
+
+    assert main(["models", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)["families"][family]
+    assert resolve_run_config(family)["model_name"] == printed
+
+
 def test_datasets_lists_each_dataset_and_where_it_is(capsys):
     assert main(["datasets"]) == 0
     out = capsys.readouterr().out

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from genmodels.api import load_run, train
 from genmodels.models import MODELS, Batch, build_from_config, make_config
 from genmodels.models.base import Adversarial
-from genmodels.training import load_run, train
 from genmodels.training.config import TrainConfig
 from genmodels.training.trainer import Trainer
 from helpers import TINY, digits_images

@@ -10,13 +10,13 @@ import math
 import pytest
 import torch
 
+from genmodels.api import load_run, train
 from genmodels.cli import main
 from genmodels.errors import ConfigError
 from genmodels.models import Batch, build_from_config, make_config
 from genmodels.models.diffusion import discretized_gaussian_log_prob, vlb_strata
 from genmodels.models.samplers import ddim_step, ddpm_step, dpm_solver_step, sample_loop
 from genmodels.models.schedules import NoiseSchedule, spaced_timesteps, timestep_grid
-from genmodels.training import load_run, train
 from genmodels.training.config import TrainConfig
 from genmodels.training.trainer import Trainer
 from helpers import TINY, digits_images, nn_distance

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from genmodels.checkpoints import latest_checkpoint, load_checkpoint
 from genmodels.models import FAMILIES, MODELS
-from genmodels.training.checkpoint import latest_checkpoint, load_checkpoint
-from genmodels.training.run import read_meta
+from genmodels.runs import read_meta
 from helpers import TINY
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")

@@ -428,8 +428,8 @@ class _Replay(nn.Module):
 def test_class_monitor_warns_when_coverage_falls(capsys):
     """Issue 4, point 3: the real Fashion-MNIST feature net watches the samples' classes."""
     from genmodels.data import load_dataset
+    from genmodels.eval.monitor import class_monitor as _class_monitor
     from genmodels.training.config import DataConfig
-    from genmodels.training.run import _class_monitor
 
     test = load_dataset("fashion-mnist", "test")
     imgs = torch.from_numpy(test.images[2000:2400]).float() / 255

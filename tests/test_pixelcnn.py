@@ -13,13 +13,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from genmodels.api import load_run, train
 from genmodels.cli import main
 from genmodels.errors import ConfigError
 from genmodels.models import Batch, build_from_config, make_config
 from genmodels.models.likelihoods import discretized_logistic_mixture_log_prob
 from genmodels.models.pixelcnn import PixelCNN
 from genmodels.nets.masked import causal_mask, channel_groups
-from genmodels.training import load_run, train
 from helpers import TINY, nn_distance
 
 ARCHS = {"masked": "masked-pixelcnn", "gated": "gated-pixelcnn"}
@@ -330,8 +330,9 @@ def test_bad_options_are_one_line_errors():
 
 def test_training_on_fashion_mnist_lowers_test_bits_per_dim_and_samples_move_toward_the_data():
     from genmodels.data import load_dataset
+    from genmodels.training.batches import images_tensor
     from genmodels.training.config import TrainConfig
-    from genmodels.training.trainer import Trainer, images_tensor
+    from genmodels.training.trainer import Trainer
 
     train_ds = load_dataset("fashion-mnist", "train", limit=3000)
     test = torch.from_numpy(load_dataset("fashion-mnist", "test").images[:200]).float() / 255

@@ -14,9 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from genmodels.api import load_run, train
+from genmodels.checkpoints import latest_checkpoint, sha256_file
 from genmodels.errors import CheckpointError
-from genmodels.training import load_run, train
-from genmodels.training.checkpoint import latest_checkpoint, sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -33,8 +33,11 @@ def cli(*args: str) -> subprocess.Popen:
 def test_twenty_random_sigkills_resume_to_bit_identical_weights(tmp_path):
     from kill_test import run_kill_test
 
-    rep = run_kill_test(tmp_path, trials=20, steps=200, seed=1)
+    rep = run_kill_test(tmp_path, trials=20, steps=200, seed=1, final_trials=4)
     assert rep["trials"] == 20 and rep["killed"] == 20, rep["kills"]
+    # Kills during the final save (a second save of the last step): latest stays valid every time
+    # (run_kill_test checks it), and most of them land while that save is being written.
+    assert sum(f["killed"] for f in rep["final_save_kills"]) >= 3, rep["final_save_kills"]
     assert rep["mid_checkpoint_write"] >= 3, "too few kills landed during a checkpoint write"
     assert rep["bit_identical_model"] and rep["bit_identical_ema"]
 
@@ -188,7 +191,7 @@ def test_enospc_at_the_file_layer_leaves_latest_intact(trained, monkeypatch):
     """The same promise where no tmpfs can be mounted: the file layer reports ENOSPC mid-checkpoint."""
     import errno
 
-    import genmodels.training.checkpoint as ckmod
+    import genmodels.checkpoints as ckmod
 
     run, good = trained
     calls = {"n": 0}

@@ -5,22 +5,26 @@ path outside RUNS_DIR.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from genmodels.errors import ConfigError
+from genmodels.runs import load_run
 from genmodels.serve.runs import NOT_LOSSES
-from genmodels.training import load_run
 from genmodels.viz import make_grid, to_uint8
 from serve_fixtures import EVALUATED, SERVE_RUNS, serve_runs_dir
 
@@ -46,10 +50,10 @@ def server(serve_runs):
     srv.server_close()
 
 
-def get(server, path: str, host: str | None = None) -> tuple[int, dict[str, str], bytes]:
+def get(server, path: str, host: str | None = None, timeout: float = 120) -> tuple[int, dict[str, str], bytes]:
     """GET ``path`` exactly as written (no client-side normalisation of '..' or %-escapes)."""
     port = server.server_address[1]
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.putrequest("GET", path, skip_host=host is not None)
         if host is not None:
@@ -407,3 +411,263 @@ def test_serve_command_errors_are_one_line(tmp_path, serve_runs, capsys):
         main(["serve", "--help"])
     out = capsys.readouterr().out
     assert e.value.code == 0 and "--host" in out and "example" in out and "genmodels serve runs/" in out
+
+
+# ----------------------------------------------------------------- what each model declares
+
+
+def test_sampling_options_come_from_the_models_declarations(server):
+    from genmodels.models.diffusion import SAMPLERS
+
+    options = {o["name"]: o for o in get_json(server, "/api/model?run=diffusion")["sample_options"]}
+    assert options["sampler"]["type"] == "str" and options["sampler"]["choices"] == list(SAMPLERS)
+    assert options["steps"]["type"] == "int" and options["steps"]["minimum"] == 1 and options["steps"]["help"]
+    status, _, body = get(server, "/api/generate.png?run=diffusion&n=1&opt.sampler=bogus")
+    assert status == 400 and "sampler must be one of" in json.loads(body)["error"]
+    status, _, body = get(server, "/api/generate.png?run=diffusion&n=1&opt.steps=0")
+    assert status == 400 and "steps must be >= 1" in json.loads(body)["error"]
+
+
+def test_completion_is_the_shared_implementation(server, serve_runs):
+    """The web app's sheet is ``complete_images`` + ``completion_sheet``, as ``genmodels complete`` draws it."""
+    from genmodels.viz.completion import complete_images, completion_sheet
+
+    run = load_run(serve_runs / "pixelcnn", device="cpu")
+    x = torch.from_numpy(run.load_data("test").images[5:6]).float().div(255.0)
+    result = complete_images(run.model, x, 4, samples=3, generator=torch.Generator().manual_seed(7))
+    _, _, body = get(server, "/api/complete.png?run=pixelcnn&index=5&rows=4&samples=3&seed=7")
+    assert np.array_equal(png(body), grid_of(completion_sheet(result, 4), nrow=5))
+    _, _, body = get(server, "/api/complete.png?run=pixelcnn&index=5&rows=4&samples=3&seed=7&opt.temperature=0.5")
+    assert not np.array_equal(png(body), grid_of(completion_sheet(result, 4), nrow=5))  # the option reaches it
+
+
+@pytest.fixture(scope="module")
+def binarised_pixelcnn():
+    """An untrained class-conditional PixelCNN over dynamically binarised 8x8 images (3 classes)."""
+    from genmodels.models import make_config, model_spec
+    from helpers import TINY
+
+    cfg = make_config(
+        "conditional-pixelcnn", {**TINY["conditional-pixelcnn"], "image_shape": (1, 8, 8), "num_classes": 3}
+    )
+    return model_spec("conditional-pixelcnn").build(cfg).eval()
+
+
+def test_every_completion_keeps_the_same_observed_rows(binarised_pixelcnn):
+    """Dynamic binarisation draws a fresh image per call: it is applied once, so all completions share
+    the rows they keep (the old web app and CLI each had to remember to)."""
+    from genmodels.viz.completion import complete_images, completion_sheet
+
+    x = torch.full((2, 1, 8, 8), 0.5)
+    out = complete_images(
+        binarised_pixelcnn, x, 3, samples=4, generator=torch.Generator().manual_seed(0), labels=torch.tensor([0, 2])
+    )
+    assert out.observed.shape == (2, 1, 8, 8) and out.completions.shape == (2, 4, 1, 8, 8)
+    assert set(out.observed.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(out.completions[:, :, :, :3], out.observed[:, None, :, :3].expand(2, 4, 1, 3, 8))
+    sheet = completion_sheet(out, 3)
+    assert sheet.shape == (2 * 6, 1, 8, 8) and (sheet[0, :, 3:] == 0.5).all() and torch.equal(sheet[5], out.observed[0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"rows": 9}, "rows must be in 0..8"),
+        ({"samples": 0}, "completions per image must be >= 1"),
+        ({"labels": None}, "is class-conditional; pass the class"),
+        ({"labels": torch.tensor([3])}, "class labels must be in 0..2"),
+        ({"x": torch.zeros(1, 1, 9, 9)}, "must be 1x8x8"),
+        ({"steps": 3}, "does not take the sampling option 'steps'"),
+        ({"sampler": "slow"}, "sampler must be one of fast, naive"),
+    ],
+)
+def test_completion_refuses_bad_requests_with_one_clear_error(binarised_pixelcnn, kwargs, words):
+    from genmodels.viz.completion import complete_images
+
+    args = {"x": torch.zeros(1, 1, 8, 8), "rows": 4, "samples": 1, "labels": torch.tensor([1]), **kwargs}
+    with pytest.raises(ConfigError, match=words):
+        complete_images(binarised_pixelcnn, args.pop("x"), args.pop("rows"), generator=None, **args)
+
+
+def test_completion_needs_a_completable_model(serve_runs):
+    from genmodels.viz.completion import complete_images
+
+    run = load_run(serve_runs / "ae2d", device="cpu")
+    with pytest.raises(ConfigError, match="cannot complete images"):
+        complete_images(run.model, torch.zeros(1, 1, 8, 8), 4, samples=1, generator=None)
+
+
+# ----------------------------------------------------------------- damaged and hostile run directories
+
+SECRET = "SECRET-0123456789-id_ed25519"
+QUICK_S = 20  # every answer below comes in milliseconds; a request that waits on a FIFO never does
+
+
+@contextlib.contextmanager
+def serving(root: Path):
+    """The app over ``root`` on a free loopback port, in a thread of this process."""
+    from genmodels.serve import make_server
+
+    srv = make_server(root, port=0, device="cpu")
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def quick_get(srv, path: str) -> tuple[int, bytes]:
+    t0 = time.perf_counter()
+    status, _, body = get(srv, path, timeout=QUICK_S)
+    assert time.perf_counter() - t0 < QUICK_S / 2, path
+    return status, body
+
+
+@pytest.fixture
+def own_runs(serve_runs, tmp_path) -> Path:
+    """A RUNS_DIR of its own (the shared one stays clean) holding a copy of the real run ae2d, and a
+    'secret' beside it that is valid JSON and YAML (so a leak would parse and show)."""
+    root = tmp_path / "runs"
+    shutil.copytree(serve_runs / "ae2d", root / "ae2d", ignore=shutil.ignore_patterns(".lock"))
+    secret = {"model_name": SECRET, "dataset": SECRET, "status": SECRET, "summary_lines": [SECRET]}
+    (tmp_path / "id_ed25519").write_text(json.dumps(secret))
+    return root
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "run.json", "eval.json"])
+def test_a_record_symlinked_out_of_its_run_is_never_returned(own_runs, name):
+    spy = own_runs / "spy"
+    shutil.copytree(own_runs / "ae2d", spy)
+    (spy / name).unlink()
+    (spy / name).symlink_to(own_runs.parent / "id_ed25519")
+    with serving(own_runs) as srv:
+        for path in ("/api/runs", "/api/run?run=spy", "/api/leaderboard", "/api/model?run=spy", f"/files/spy/{name}"):
+            status, body = quick_get(srv, path)
+            assert SECRET.encode() not in body, path
+            assert status != 500, body
+        rows = {r["id"]: r for r in get_json(srv, "/api/runs")["runs"]}
+        assert rows["ae2d"]["damaged"] is None and rows["ae2d"]["model_name"] == "mlp-ae"
+        assert f"spy/{name} leads outside spy" in rows["spy"]["damaged"]
+        page = get_json(srv, "/api/run?run=spy")
+        assert page["summary"]["damaged"] == rows["spy"]["damaged"]
+        assert page["series"]["loss"]  # what is not damaged is still shown
+
+
+def test_a_record_symlinked_to_another_run_is_refused_too(own_runs):
+    """Confinement is to the run's own directory, not only to RUNS_DIR."""
+    other = own_runs / "other"
+    shutil.copytree(own_runs / "ae2d", other)
+    (other / "run.json").unlink()
+    (other / "run.json").symlink_to(own_runs / "ae2d" / "run.json")
+    (other / "borrowed.png").symlink_to(own_runs / "ae2d" / "loss.png")
+    with serving(own_runs) as srv:
+        row = next(r for r in get_json(srv, "/api/runs")["runs"] if r["id"] == "other")
+        assert "other/run.json leads outside other" in row["damaged"] and row["model_name"] == "mlp-ae"
+        status, body = quick_get(srv, "/files/other/borrowed.png")
+        assert status == 403 and "outside its run" in json.loads(body)["error"]
+        assert "borrowed" not in [f["name"] for f in get_json(srv, "/api/run?run=other")["figures"]]
+        assert quick_get(srv, "/files/ae2d/loss.png")[0] == 200
+
+
+def _replace(path: Path, how: str) -> None:
+    path.unlink(missing_ok=True)
+    if how == "fifo":
+        os.mkfifo(path)
+    elif how == "dev-zero":
+        path.symlink_to("/dev/zero")
+    else:
+        path.write_bytes(b"step-\xff\xfe\n")  # not UTF-8
+
+
+@pytest.mark.parametrize(
+    "name, how, words",
+    [
+        ("checkpoints/latest", "not-utf8", "is not UTF-8 text"),
+        ("checkpoints/latest", "dev-zero", "leads outside"),
+        ("checkpoints/latest", "fifo", "is a FIFO"),
+        ("run.json", "fifo", "is a FIFO"),
+        ("config.yaml", "fifo", "is a FIFO"),
+        ("eval.json", "dev-zero", "leads outside"),
+        ("metrics.jsonl", "fifo", "is a FIFO"),
+        ("samples/final.png", "fifo", None),
+    ],
+)
+def test_one_damaged_run_is_flagged_and_the_others_still_listed(own_runs, name, how, words):
+    """The old app answered 500 (a `latest` that is not UTF-8) or hung (a FIFO, /dev/zero) for the whole list."""
+    broken = own_runs / "broken"
+    shutil.copytree(own_runs / "ae2d", broken)
+    _replace(broken / name, how)
+    with serving(own_runs) as srv:
+        status, body = quick_get(srv, "/api/runs")
+        assert status == 200, body
+        rows = {r["id"]: r for r in json.loads(body)["runs"]}
+        assert set(rows) == {"ae2d", "broken"} and rows["ae2d"]["damaged"] is None
+        status, body = quick_get(srv, "/api/run?run=broken")
+        assert status == 200, body
+        damaged = json.loads(body)["summary"]["damaged"]
+        if words is None:  # a grid that is not a regular file is only left out
+            assert damaged is None and "final" not in [g["label"] for g in json.loads(body)["grids"]]
+            assert quick_get(srv, "/files/broken/samples/final.png")[0] == 404
+        else:
+            assert words in damaged and f"broken/{name}" in damaged
+        if name != "metrics.jsonl":
+            assert words is None or words in rows["broken"]["damaged"]
+        assert quick_get(srv, "/api/leaderboard")[0] == 200
+        status, body = quick_get(srv, "/api/model?run=broken")
+        assert status in (200, 409), body
+        if name in ("checkpoints/latest", "config.yaml"):
+            assert status == 409 and words in json.loads(body)["error"]
+
+
+def test_a_damaged_record_nested_too_deeply_or_too_large_is_flagged(own_runs):
+    (own_runs / "ae2d" / "run.json").write_text("[" * 5000 + "]" * 5000)
+    nested = own_runs / "yaml"
+    shutil.copytree(own_runs / "ae2d", nested)
+    laughs = ["a: &a [" + ", ".join(["x"] * 10) + "]"]
+    laughs += [f"{k}: &{k} [" + ", ".join([f"*{p}"] * 10) + "]" for p, k in zip("abcdefg", "bcdefgh", strict=True)]
+    (nested / "config.yaml").write_text("\n".join(laughs) + "\n")  # 10**8 nodes once expanded
+    with serving(own_runs) as srv:
+        status, body = quick_get(srv, "/api/runs")
+        rows = {r["id"]: r for r in json.loads(body)["runs"]}
+        assert status == 200 and "nested too deeply" in rows["ae2d"]["damaged"]
+        assert "too large" in rows["yaml"]["damaged"]
+        status, body = quick_get(srv, "/api/run?run=yaml")
+        assert status == 200 and json.loads(body)["config"] is None
+
+
+def test_the_loss_curves_read_only_the_tail_of_a_long_log(own_runs, monkeypatch):
+    from genmodels.serve import runs as R
+
+    records = "".join(json.dumps({"step": i, "loss": float(i)}) + "\n" for i in range(1000)) + '{"step": 10'
+    (own_runs / "ae2d" / "metrics.jsonl").write_text(records)
+    monkeypatch.setattr(R, "MAX_METRICS_BYTES", 3000)
+    with serving(own_runs) as srv:
+        loss = get_json(srv, "/api/run?run=ae2d")["series"]["loss"]
+    steps = [s for s, _ in loss]
+    assert steps == list(range(steps[0], 1000)) and 850 < steps[0] < 1000  # whole records only, up to the last
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/files/" + "a" * 5000 + ".png", "/files/ae2d/" + "d/" * 2500 + "x.png", "/api/run?run=" + "c" * 5000],
+    ids=["files-name-5000", "files-path-5000", "run-5000"],
+)
+def test_a_very_long_path_is_not_found(server, path):
+    status, _, body = get(server, path)
+    assert status == 404 and "longer than any file name" in json.loads(body)["error"]
+    assert len(body) < 400  # the path is not echoed back whole
+
+
+def test_serve_refuses_a_bad_device_before_it_starts(serve_runs):
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    r = subprocess.run(
+        [sys.executable, "-m", "genmodels", "serve", str(serve_runs), "--port", "0", "--device", "foo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,  # the old app started serving here (and answered 500 to every model request)
+    )
+    assert r.returncode == 2 and r.stdout == "", r.stdout
+    assert r.stderr.startswith("error: device 'foo'") and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -281,3 +281,45 @@ def check_explorer(page) -> None:
     zx, zy = (float(v) for v in page.get_attribute("#explorer-img", "data-z").split(","))
     cx, cy = (float(v) for v in z0.split(","))
     assert zx < cx and zy > cy  # up and to the left of the centre: smaller z0, larger z1
+
+
+def test_a_damaged_run_is_listed_as_damaged_and_its_page_says_why(page, app_url, serve_runs):
+    """A run whose `latest` is a FIFO (the old app hung on it): marked in the list with the reason, the
+    other runs listed as before, and its page opens with the reason on top."""
+    broken = serve_runs / "zz-broken"
+    (broken / "checkpoints").mkdir(parents=True)
+    try:
+        for name in ("config.yaml", "run.json"):
+            shutil.copy(serve_runs / "ae2d" / name, broken / name)
+        os.mkfifo(broken / "checkpoints" / "latest")
+        page.js_errors.clear()
+        page.goto(app_url + "/#/")
+        page.reload()
+        row = page.locator("#runs-table tr.run-row.damaged")
+        row.wait_for()
+        assert row.count() == 1 and row.get_attribute("data-run") == "zz-broken"
+        assert "zz-broken/checkpoints/latest is a FIFO" in row.locator(".damage").inner_text()
+        assert row.locator("td.status-damaged").inner_text() == "damaged"
+        assert page.locator("#runs-table tr.run-row:not(.damaged)").count() == len(SERVE_RUNS)
+        page.click("#runs-table a.run-link[data-run='zz-broken']")
+        assert "latest is a FIFO" in page.locator("#run-damaged").inner_text()
+        page.wait_for_selector("#model-error")  # the model cannot load: said once, in its place
+        assert "is a FIFO" in page.locator("#model-error").inner_text()
+        # Chromium logs the model's 409 answer as a console error; nothing else may appear there.
+        assert [e for e in page.js_errors if "status of 409" not in e] == []
+    finally:
+        shutil.rmtree(broken)
+
+
+def test_sampling_options_are_the_models_declared_controls(page, app_url):
+    page.goto(app_url + "/#/run/diffusion")
+    page.wait_for_selector("#gen-img:not([hidden])")
+    sampler = page.locator("#generate select.opt[name='sampler']")
+    assert sampler.locator("option").all_inner_texts()[1:] == ["ddpm", "ddim", "dpm-solver"]
+    assert "at least 1" in page.locator("#generate input.opt[name='steps']").get_attribute("title")
+    old = src(page, "#gen-img")
+    sampler.select_option("ddim")
+    page.fill("#generate input.opt[name='steps']", "2")
+    page.click("#gen-button")
+    wait_new_src(page, "#gen-img", old)
+    assert page.locator("#gen-error").inner_text() == ""

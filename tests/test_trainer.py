@@ -14,13 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from genmodels.api import load_run, train
+from genmodels.checkpoints import latest_checkpoint, load_checkpoint
 from genmodels.errors import CheckpointError, GenmodelsError
 from genmodels.models import build_from_config, make_config
-from genmodels.training import TrainingDiverged, load_run, train
-from genmodels.training.checkpoint import latest_checkpoint, load_checkpoint
+from genmodels.training import TrainingDiverged
+from genmodels.training.batches import BatchStream
 from genmodels.training.config import TrainConfig
 from genmodels.training.ema import EMA
-from genmodels.training.trainer import BatchStream, Trainer, lr_factor
+from genmodels.training.schedule import lr_factor
+from genmodels.training.trainer import Trainer
 from helpers import TINY, digits_images
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -152,7 +155,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
 def _trainer_for(run_dir: Path) -> tuple[Trainer, dict]:
     from genmodels.config import from_dict
     from genmodels.data import load_dataset
-    from genmodels.training.run import read_config
+    from genmodels.runs import read_config
 
     cfg = read_config(run_dir)
     tc = from_dict(TrainConfig, {**cfg["train"], "progress": False}, section="train")
@@ -244,7 +247,7 @@ def test_checkpoints_are_verified(tmp_path):
 
 
 def test_second_writer_is_refused_and_a_stale_lock_is_not(tmp_path):
-    from genmodels.training.run import run_lock
+    from genmodels.runs import run_lock
 
     with run_lock(tmp_path), pytest.raises(GenmodelsError, match="is being trained by pid"), run_lock(tmp_path):
         pass
@@ -264,5 +267,5 @@ def test_existing_run_is_not_overwritten(tmp_path):
         progress=False,
         overrides={"model.hidden": [16], "train.sample_every": 0},
     )
-    with pytest.raises(GenmodelsError, match="already holds a trained run; continue it with --resume"):
+    with pytest.raises(GenmodelsError, match="already holds a run; continue it with --resume"):
         train("mlp-ae", "digits", steps=2, out=tmp_path / "r", progress=False)

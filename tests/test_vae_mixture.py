@@ -72,7 +72,7 @@ def test_bad_prior_settings_are_one_clear_error():
 
 
 def test_training_fits_the_prior_once_for_the_ema_weights_and_shares_it(tmp_path):
-    from genmodels.training import load_run, train
+    from genmodels.api import load_run, train
 
     run = train(
         "conv-vae",

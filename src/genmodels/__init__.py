@@ -13,10 +13,10 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "load_dataset": "genmodels.data",
-    "build_model": "genmodels.training.run",
-    "train": "genmodels.training.run",
-    "load_run": "genmodels.training.run",
-    "Run": "genmodels.training.run",
+    "build_model": "genmodels.api",
+    "train": "genmodels.api",
+    "load_run": "genmodels.runs",
+    "Run": "genmodels.runs",
     "MODELS": "genmodels.models",
     "GenmodelsError": "genmodels.errors",
 }

@@ -50,6 +50,9 @@ EXAMPLES = {
 }
 
 
+MAX_GRID_IMAGES = 10_000  # images in one PNG grid (a 100 x 100 grid of 28 x 28 images is 2,800 x 2,800 pixels)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with the house error format: one line naming the problem and where the fix is."""
 
@@ -235,39 +238,74 @@ def _version() -> str:
     return f"genmodels {__version__}"
 
 
+def _check_output(output: str, *suffixes: str) -> str:
+    """The lower-case suffix of ``output``, which must be one of ``suffixes``."""
+    suffix = Path(output).suffix.lower()
+    if suffix not in suffixes:
+        raise ConfigError(f"output {output} must end in {' or '.join(suffixes)}")
+    return suffix
+
+
 def _save_images(images: Any, output: str, labels: Any = None) -> None:
-    """Write samples as a PNG grid or an .npz of uint8 N x C x H x W under 'images'."""
-    from genmodels.viz import save_grid, to_uint8
+    """Write images as a PNG grid or an .npz of uint8 N x C x H x W under 'images' (see ``_write_npz``)."""
+    from genmodels.viz import save_grid
 
-    out = Path(output)
-    suffix = out.suffix.lower()
-    if suffix not in (".png", ".npz"):
-        raise ConfigError(f"output {output} must end in .png or .npz")
+    suffix = _check_output(output, ".png", ".npz")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
         if suffix == ".png":
-            save_grid(images, out)
+            save_grid(images, output)
         else:
-            import numpy as np
-
-            arrays = {"images": to_uint8(images)}
-            if labels is not None:
-                arrays["labels"] = np.asarray(labels, dtype=np.int64)
-            tmp = out.with_name(f".{out.name}.tmp.npz")
-            np.savez_compressed(tmp, **arrays)
-            os.replace(tmp, out)
+            _write_npz(output, [images], len(images), labels)
     except OSError as e:
         raise GenmodelsError(f"cannot write {output}: {e.strerror or e}; choose another -o path") from None
 
 
+def _write_npz(output: str, batches: Any, n: int, labels: Any = None, shape: Any = None) -> None:
+    """Stream image batches ((b, C, H, W) in [0, 1]) into an .npz holding uint8 'images' (n, C, H, W), and
+    'labels' (n,) when given, as ``np.load`` reads it; written to a temporary name and renamed into place,
+    so memory holds one batch, not all n images."""
+    import zipfile
+
+    import numpy as np
+
+    from genmodels.viz import to_uint8
+
+    out = Path(output)
+    tmp = out.with_name(f".{out.name}.tmp.npz")
+    wrote = 0
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+            with zf.open("images.npy", "w", force_zip64=True) as f:
+                header_written = False
+                for b in batches:
+                    arr = np.ascontiguousarray(to_uint8(b))
+                    if not header_written:
+                        header = {"descr": "|u1", "fortran_order": False, "shape": (n, *arr.shape[1:])}
+                        np.lib.format.write_array_header_2_0(f, header)
+                        header_written = True
+                    f.write(arr.tobytes())
+                    wrote += len(arr)
+                if not header_written:  # n = 0
+                    np.lib.format.write_array_header_2_0(
+                        f, {"descr": "|u1", "fortran_order": False, "shape": (0, *(shape or ()))}
+                    )
+            if labels is not None:
+                with zf.open("labels.npy", "w") as f:
+                    np.lib.format.write_array(f, np.asarray(labels, dtype=np.int64))
+        if wrote != n:
+            raise RuntimeError(f"wrote {wrote} images, expected {n}")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def cmd_train(a: argparse.Namespace) -> int:
+    from genmodels.api import train
     from genmodels.config import parse_set
-    from genmodels.training import train
 
     if a.data_dir:
         a.set = [*a.set, f"data.data_dir={a.data_dir}"]
-    if a.resume and (a.dataset or a.config or a.set):
-        raise ConfigError("--resume continues a run with its saved config; drop --dataset/--config/--set")
     run = train(
         a.model,
         a.dataset,
@@ -289,28 +327,74 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 130 if res.stopped_by == "interrupt" else 0
 
 
+def _class_labels(model: Any, name: str, klass: int | None, n: int) -> Any:
+    """The labels to sample n images with: all ``klass`` (checked), or every class in turn."""
+    import torch
+
+    from genmodels.models.base import default_labels, is_conditional, num_classes
+
+    if klass is None:
+        return default_labels(model, n)
+    if not is_conditional(model):
+        raise ConfigError(f"--class needs a class-conditional model; {name} is not one")
+    k = num_classes(model)
+    if not 0 <= klass < k:
+        raise ConfigError(f"--class must be in 0..{k - 1}, got {klass}")
+    return torch.full((n,), klass, dtype=torch.long)
+
+
+def _progress(total: int, what: str) -> Any:
+    """A progress bar on a terminal, else a plain line on stderr at most every 10 s; call it with the count done."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=what, unit="img", disable=None, leave=False, mininterval=1.0)
+    state = {"last": time.monotonic(), "t0": time.monotonic(), "done": 0}
+
+    def update(done: int) -> None:
+        if not bar.disable:
+            bar.update(done - state["done"])
+        elif time.monotonic() - state["last"] > 10.0 and done < total:
+            state["last"] = time.monotonic()
+            print(f"{what}: {done:,}/{total:,} ({time.monotonic() - state['t0']:.0f} s)", file=sys.stderr, flush=True)
+        state["done"] = done
+        if done >= total:
+            bar.close()
+
+    return update
+
+
 def cmd_sample(a: argparse.Namespace) -> int:
     import torch
 
-    from genmodels.training import load_run
+    from genmodels.runs import MAX_SAMPLES, load_run
 
-    if a.n < 1:
-        raise ConfigError(f"-n must be >= 1, got {a.n}")
+    if not 1 <= a.n <= MAX_SAMPLES:
+        raise ConfigError(f"-n must be in 1..{MAX_SAMPLES:,}, got {a.n:,}")
+    suffix = _check_output(a.output, ".png", ".npz")
+    if suffix == ".png" and a.n > MAX_GRID_IMAGES:
+        raise ConfigError(f"a PNG grid holds at most {MAX_GRID_IMAGES:,} images, got -n {a.n:,}; write an .npz instead")
     run = load_run(a.run, weights=a.weights, device=a.device)
-    labels = None
-    if a.klass is not None:
-        if not getattr(run.model, "conditional", False):
-            raise ConfigError(f"--class needs a class-conditional model; {run.model_name} is not one")
-        k = int(run.model.config.num_classes)
-        if not 0 <= a.klass < k:
-            raise ConfigError(f"--class must be in 0..{k - 1}, got {a.klass}")
-        labels = torch.full((a.n,), a.klass, dtype=torch.long)
-    elif getattr(run.model, "conditional", False):
-        labels = torch.arange(a.n) % int(run.model.config.num_classes)
+    labels = _class_labels(run.model, run.model_name, a.klass, a.n)
     t0 = time.perf_counter()
-    images = run.sample(a.n, seed=a.seed, labels=labels, **sample_options(a))
+    progress = _progress(a.n, "sampling")
+    done = 0
+
+    def batches() -> Any:
+        nonlocal done
+        for b in run.sample_batches(a.n, seed=a.seed, labels=labels, **sample_options(a)):
+            done += len(b)
+            progress(done)
+            yield b
+
+    if suffix == ".png":
+        _save_images(torch.cat(list(batches())), a.output)
+    else:
+        try:
+            Path(a.output).parent.mkdir(parents=True, exist_ok=True)
+            _write_npz(a.output, batches(), a.n, labels, run.model.config.image_shape)
+        except OSError as e:
+            raise GenmodelsError(f"cannot write {a.output}: {e.strerror or e}; choose another -o path") from None
     secs = time.perf_counter() - t0
-    _save_images(images, a.output, labels)
     print(
         f"wrote {a.n} samples of {run.model_name} (step {run.step}, {run.weights} weights) to {a.output} "
         f"in {secs:.2f} s ({1000 * secs / a.n:.1f} s per 1,000)"
@@ -322,6 +406,8 @@ def _test_images(run: Any, split: str, n: int, seed: int) -> tuple[Any, Any, Any
     import numpy as np
     import torch
 
+    if split not in ("train", "test"):
+        raise ConfigError(f"--split must be train or test, got {split!r}")
     ds = run.load_data(split)
     idx = np.random.default_rng(seed).choice(len(ds), size=min(n, len(ds)), replace=False)
     x = torch.from_numpy(ds.images[idx]).float().div_(255.0)
@@ -330,9 +416,12 @@ def _test_images(run: Any, split: str, n: int, seed: int) -> tuple[Any, Any, Any
 
 
 def cmd_reconstruct(a: argparse.Namespace) -> int:
-    from genmodels.training import load_run
+    from genmodels.runs import load_run
     from genmodels.viz import reconstruction_sheet
 
+    if not 1 <= a.n <= 1000:
+        raise ConfigError(f"-n must be in 1..1000, got {a.n}")
+    _check_output(a.output, ".png")
     run = load_run(a.run)
     _, x, y = _test_images(run, a.split, a.n, a.seed)
     rec = reconstruction_sheet(run.model, x, y, a.output)
@@ -344,13 +433,21 @@ def cmd_reconstruct(a: argparse.Namespace) -> int:
 def cmd_interpolate(a: argparse.Namespace) -> int:
     import torch
 
-    from genmodels.training import load_run
+    from genmodels.models.base import Encodable
+    from genmodels.runs import load_run
     from genmodels.viz import interpolation_sheet
 
+    if not 1 <= a.pairs <= 64:
+        raise ConfigError(f"--pairs must be in 1..64, got {a.pairs}")
+    if not 2 <= a.steps <= 100:
+        raise ConfigError(f"--steps must be in 2..100, got {a.steps}")
+    _check_output(a.output, ".png")
     run = load_run(a.run)
     x = y = None
-    if not a.prior and callable(getattr(run.model, "encode", None)):
+    if not a.prior and isinstance(run.model, Encodable):
         _, x, y = _test_images(run, "test", 2 * a.pairs, a.seed)
+        if len(x) < 2 * a.pairs:
+            raise ConfigError(f"the test split has {len(x)} images, too few for {a.pairs} pairs; lower --pairs")
     g = torch.Generator(device=run.device).manual_seed(a.seed)
     interpolation_sheet(run.model, x, a.output, steps=a.steps, pairs=a.pairs, generator=g, y=y)
     print(f"wrote {a.pairs} interpolations of {a.steps} steps to {a.output}")
@@ -358,15 +455,19 @@ def cmd_interpolate(a: argparse.Namespace) -> int:
 
 
 def cmd_latent(a: argparse.Namespace) -> int:
-    from genmodels.training import load_run
+    from genmodels.models.base import HasPrior
+    from genmodels.runs import load_run
     from genmodels.viz import latent_scatter, manifold_sheet
 
+    if not 1 <= a.n <= 100_000:
+        raise ConfigError(f"-n must be in 1..100000, got {a.n}")
+    _check_output(a.output, ".png")
     run = load_run(a.run)
     ds, x, y = _test_images(run, "test", a.n, 0)
     codes = latent_scatter(run.model, x, y, list(ds.classes), a.output, title=f"{run.model_name} on {ds.name} test")
     out = Path(a.output)
     sheet = out.with_name(out.stem + "-manifold.png")
-    manifold_sheet(run.model, sheet, codes=None if callable(getattr(run.model, "nll", None)) else codes)
+    manifold_sheet(run.model, sheet, codes=None if isinstance(run.model, HasPrior) else codes)
     print(f"wrote the latent scatter of {len(x)} test images to {a.output} and the manifold to {sheet}")
     return 0
 
@@ -452,10 +553,17 @@ def _completion_input(run: Any, a: argparse.Namespace) -> tuple[Any, Any, str]:
         return x, y, f"{len(x)} images from {path}"
     from PIL import Image, UnidentifiedImageError
 
+    from genmodels.data.folder import MAX_PIXELS, pixel_limit
+
     try:
-        img = Image.open(path)
-        img.load()
-    except (UnidentifiedImageError, OSError) as e:
+        with pixel_limit():
+            img = Image.open(path)
+            img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ConfigError(
+            f"{path} is larger than {MAX_PIXELS:,} pixels (a decompression bomb?); pass a smaller image"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
         raise ConfigError(f"cannot read {path} as an image ({e}); pass a PNG/JPEG file or an .npz") from None
     size = img.size
     img = img.convert("L" if c == 1 else "RGB")
@@ -469,16 +577,17 @@ def _completion_input(run: Any, a: argparse.Namespace) -> tuple[Any, Any, str]:
 def cmd_complete(a: argparse.Namespace) -> int:
     import torch
 
-    from genmodels.training import load_run
+    from genmodels.models.base import Completable, is_conditional, num_classes
+    from genmodels.runs import load_run
+    from genmodels.viz import save_grid
+    from genmodels.viz.completion import complete_images, completion_sheet
 
-    if a.n < 1 or a.samples < 1:
-        raise ConfigError(f"-n and --samples must be >= 1, got n={a.n}, samples={a.samples}")
-    suffix = Path(a.output).suffix.lower()
-    if suffix not in (".png", ".npz"):
-        raise ConfigError(f"output {a.output} must end in .png or .npz")
+    if not 1 <= a.n <= 1000 or not 1 <= a.samples <= 100:
+        raise ConfigError(f"-n must be in 1..1000 and --samples in 1..100, got n={a.n}, samples={a.samples}")
+    suffix = _check_output(a.output, ".png", ".npz")
     run = load_run(a.run, weights=a.weights, device=a.device)
     model = run.model
-    if not callable(getattr(model, "complete", None)):
+    if not isinstance(model, Completable):
         raise ConfigError(
             f"{run.model_name} cannot complete images; completion needs an autoregressive model "
             "(train one with genmodels train pixelcnn)"
@@ -487,9 +596,9 @@ def cmd_complete(a: argparse.Namespace) -> int:
     height = model.config.image_shape[1]
     if not 0 <= a.rows <= height:
         raise ConfigError(f"--rows must be in 0..{height} (the image height), got {a.rows}")
-    if getattr(model, "conditional", False):
-        k = int(model.config.num_classes)
+    if is_conditional(model):
         if a.klass is not None:
+            k = num_classes(model)
             if not 0 <= a.klass < k:
                 raise ConfigError(f"--class must be in 0..{k - 1}, got {a.klass}")
             y = torch.full((len(x),), a.klass, dtype=torch.long)
@@ -497,25 +606,18 @@ def cmd_complete(a: argparse.Namespace) -> int:
             raise ConfigError(f"{run.model_name} is class-conditional and {what} has no labels; pass --class K")
     else:
         y = None
-    options = {k: v for k, v in (("temperature", a.temperature), ("sampler", a.sampler)) if v is not None}
     g = torch.Generator(device=run.device).manual_seed(a.seed)
-    # The data the model sees (binarised models binarise): once, so all completions share the kept rows.
-    x = model.observe(x.to(run.device), g).float().cpu()
-    xs = x.repeat_interleave(a.samples, 0)
-    ys = y.repeat_interleave(a.samples, 0) if y is not None else None
     t0 = time.perf_counter()
-    done = model.complete(xs, a.rows, generator=g, labels=ys, **options).float().cpu()
+    result = complete_images(
+        model, x, a.rows, samples=a.samples, generator=g, labels=y, temperature=a.temperature, sampler=a.sampler
+    )
     secs = time.perf_counter() - t0
     if suffix == ".npz":
-        _save_images(done, a.output, ys)
+        ys = y.repeat_interleave(a.samples, 0) if y is not None else None
+        _save_images(result.completions.flatten(0, 1), a.output, ys)
     else:
-        from genmodels.viz import save_grid
-
-        kept = x.clone()
-        kept[:, :, a.rows :] = 0.5  # the rows the model fills in, shown grey
-        sheet = torch.cat([kept[:, None], done.view(len(x), a.samples, *x.shape[1:]), x[:, None]], 1)
         try:
-            save_grid(sheet.flatten(0, 1), a.output, nrow=a.samples + 2)
+            save_grid(completion_sheet(result, a.rows), a.output, nrow=a.samples + 2)
         except OSError as e:
             raise GenmodelsError(f"cannot write {a.output}: {e.strerror or e}; choose another -o path") from None
     print(
@@ -571,8 +673,8 @@ def cmd_serve(a: argparse.Namespace) -> int:
 def cmd_quickstart(a: argparse.Namespace) -> int:
     import torch
 
-    from genmodels.training import train
-    from genmodels.training.checkpoint import latest_checkpoint
+    from genmodels.api import train
+    from genmodels.checkpoints import latest_checkpoint
     from genmodels.viz import interpolation_sheet, save_grid
 
     t0 = time.perf_counter()
@@ -623,6 +725,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if getattr(args, "seed", None) is not None:
+            from genmodels.runs import check_seed
+
+            check_seed(args.seed)
         return COMMANDS[args.command](args)
     except GenmodelsError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -28,6 +28,8 @@ KEYS = {
 }
 CHANNELS = (1, 3, 4)
 
+MAX_CLASSES = 10_000  # class labels 0..K-1; a label of 1e8 would make a list of 1e8 class names
+
 
 def load_npz(path: str, split: str) -> ImageDataset:
     """Read one split of a ``.npz`` file; see the module docstring for the keys and accepted arrays."""
@@ -128,6 +130,11 @@ def _labels(arr: np.ndarray, file: Path, key: str, n: int) -> np.ndarray:
         raise DataError(f"{file}: '{key}' has shape {arr.shape} but there are {n} images; expected ({n},)")
     if n and int(arr.min()) < 0:
         raise DataError(f"{file}: '{key}' holds negative label {int(arr.min())}; expected 0..K-1")
+    if n and int(arr.max()) >= MAX_CLASSES:
+        raise DataError(
+            f"{file}: '{key}' holds label {int(arr.max())}; at most {MAX_CLASSES:,} classes (0..{MAX_CLASSES - 1}) "
+            "are supported: renumber the labels 0..K-1"
+        )
     return arr.astype(np.int64)
 
 
@@ -137,7 +144,7 @@ def _classes(arrays: dict[str, np.ndarray], file: Path, labels: np.ndarray) -> l
     for keys in KEYS.values():
         other = next((arrays[k] for k in keys[1] if k in arrays), None)
         if other is not None and other.dtype.kind in "iu" and other.size:
-            top = max(top, int(other.max()))
+            top = max(top, min(int(other.max()), MAX_CLASSES - 1))
     if "classes" not in arrays:
         return [str(i) for i in range(top + 1)]
     names = arrays["classes"]

@@ -73,8 +73,10 @@ def check_options(split: str, image_size: int | None, channels: int | None, limi
     """Raise ConfigError for a bad split / image_size / channels / limit value."""
     if split not in SPLITS:
         raise ConfigError(f"unknown split '{split}'; valid splits: {', '.join(SPLITS)}")
-    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
-        raise ConfigError(f"image_size must be a positive integer, got {image_size!r}")
+    from genmodels.data.config import MAX_IMAGE_SIZE
+
+    if image_size is not None and (not isinstance(image_size, int) or not 1 <= image_size <= MAX_IMAGE_SIZE):
+        raise ConfigError(f"image_size must be an integer in 1..{MAX_IMAGE_SIZE}, got {image_size!r}")
     if channels is not None and channels not in (1, 3):
         raise ConfigError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
     if limit is not None and (not isinstance(limit, int) or limit < 1):

@@ -12,8 +12,13 @@ EXIF orientation is applied. By default every image must have the same size (els
 ``image_size``: images are then stretched to a square, not cropped), and the result has 1 channel when
 every file is grayscale (modes 1, L, LA, I, I;16, F), else 3.
 
-Safety: symbolic links that point outside ``PATH`` are refused; a file that is not an image is an error
-(remove it; dot-files and OS clutter such as Thumbs.db are skipped); images over 64 megapixels
+Safety: symbolic links that point outside ``PATH`` are refused (an error naming the link: copy the file
+in instead); a file that is not an image is an error (remove it; dot-files and OS clutter such as
+Thumbs.db are skipped), and so is anything that is not a regular file, directly or through a link (a
+FIFO, a socket, a device such as ``/dev/zero``, a broken link): it is refused when the folder is
+listed, never opened, so it cannot block or flood the loader. Every file is opened through
+``genmodels.safeio`` (confined to ``PATH``, checked to be regular on the open descriptor, at most
+MAX_FILE_BYTES), so one swapped in after the listing is refused too. Images over 64 megapixels
 (decompression bombs) are refused. The pixel limit is set only while this loader runs.
 """
 
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from genmodels import safeio
 from genmodels.data.dataset import ImageDataset, resample_filter
 from genmodels.errors import DataError
 
@@ -35,6 +42,7 @@ if TYPE_CHECKING:  # Pillow is imported lazily, inside the functions that need i
     from PIL.Image import Image as PILImage
 
 MAX_PIXELS = 64 * 1024 * 1024  # per image; far above any training image, far below a bomb
+MAX_FILE_BYTES = 1 << 30  # per file: a 64-megapixel 16-bit RGBA TIFF is 512 MiB
 SKIPPED_NAMES = frozenset({"Thumbs.db", "desktop.ini", "Icon\r"})
 EXIF_HEADER_FORMATS = frozenset({"JPEG", "MPO", "TIFF", "WEBP"})
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
@@ -82,23 +90,23 @@ def load_folder(
     if limit is not None:
         files = files[:limit]
     with pixel_limit():
-        sizes, gray = _scan(files)
+        sizes, gray = _scan(files, root)
         if image_size is None and len(set(sizes)) > 1:
             (w0, h0), (w1, h1) = sizes[0], next(s for s in sizes if s != sizes[0])
             other = files[sizes.index((w1, h1))][0]
             raise DataError(
                 f"images in {base} have different sizes ({files[0][0].name}: {w0}x{h0}, "
-                f"{other.name}: {w1}x{h1}); pass image_size=N (--image-size N) to resize them all to NxN"
+                f"{other.name}: {w1}x{h1}); pass image_size=N (--set data.image_size=N) to resize them all to NxN"
             )
         c = channels or (1 if all(gray) else 3)
         w, h = (image_size, image_size) if image_size else sizes[0]
         images = np.empty((len(files), c, h, w), dtype=np.uint8)
         for i, (file, _) in enumerate(files):
-            image = _read(file, c, image_size)
+            image = _read(file, c, image_size, root)
             if image.shape[1:] != (h, w):  # e.g. an EXIF rotation found only while decoding
                 raise DataError(
                     f"{file} decodes to {image.shape[2]}x{image.shape[1]}, not {w}x{h} like the others; "
-                    "pass image_size=N (--image-size N) to resize them all to NxN"
+                    "pass image_size=N (--set data.image_size=N) to resize them all to NxN"
                 )
             images[i] = image
     labels = np.array([classes.index(label) for _, label in files], dtype=np.int64) if labelled else None
@@ -166,27 +174,45 @@ def _list_images(base: Path, root: Path) -> list[tuple[Path, str | None]]:
 
     def walk(folder: Path, label: str | None) -> None:
         for entry in _entries(folder):
-            is_link = entry.is_symlink()
-            if is_link:
+            if entry.is_symlink():
                 target = _check_link(entry, root)
                 if target.is_dir():
                     continue  # inside root: a duplicate at best, a cycle at worst
-            if entry.is_dir(follow_symlinks=False):
+                _check_regular(entry.path, target, link=True)
+                found.append((Path(entry.path), label))
+            elif entry.is_dir(follow_symlinks=False):
                 walk(Path(entry.path), entry.name if label is None else label)
-            elif is_link or entry.is_file():
+            else:
+                _check_regular(entry.path, Path(entry.path), link=False)
                 found.append((Path(entry.path), label))
 
     walk(base, None)
     return found
 
 
-def _scan(files: list[tuple[Path, str | None]]) -> tuple[list[tuple[int, int]], list[bool]]:
+def _check_regular(name: str, target: Path, *, link: bool) -> None:
+    """Refuse a listed entry that is not a regular file (``lstat``/``stat`` only: nothing is opened)."""
+    what = f"{name} is a symbolic link to" if link else f"{name} is"
+    try:
+        st = os.stat(target)
+    except OSError as exc:
+        raise DataError(f"{what} {target}, which cannot be read ({exc.strerror}); remove the link") from exc
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device"
+        raise DataError(f"{what} {kind}, not an image file; remove it from the folder")
+    if st.st_size > MAX_FILE_BYTES:
+        raise DataError(
+            f"{what} a file of {st.st_size:,} bytes, more than the {MAX_FILE_BYTES:,} an image may be; remove it"
+        )
+
+
+def _scan(files: list[tuple[Path, str | None]], root: Path) -> tuple[list[tuple[int, int]], list[bool]]:
     """Open every file's header: its (width, height) and whether it is grayscale. Checks it is an image."""
     from PIL import ExifTags
 
     sizes, gray = [], []
     for file, _ in files:
-        with _open(file) as img:
+        with _open(file, root) as img:
             # EXIF orientation 5..8 swaps width and height once applied. Only ask where EXIF sits in the
             # header: Pillow would decode a whole PNG to look for an eXIf chunk after the pixels.
             orientation = 1
@@ -202,34 +228,41 @@ def _scan(files: list[tuple[Path, str | None]]) -> tuple[list[tuple[int, int]], 
 
 
 @contextlib.contextmanager
-def _open(file: Path) -> Iterator[PILImage]:
+def _open(file: Path, root: Path) -> Iterator[PILImage]:
     """Open an image with Pillow, turning every failure into a DataError naming the file."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        img = Image.open(file)
-    except UnidentifiedImageError as exc:
-        raise DataError(
-            f"{file} is not an image Pillow can read; remove it from the folder (or convert it to PNG)"
-        ) from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DataError(
-            f"{file}: refusing an image of more than {MAX_PIXELS // 2**20} megapixels "
-            f"(a decompression bomb?): {exc}; remove it or shrink it"
-        ) from exc
+        fd = safeio.open_regular(file, root, limit=MAX_FILE_BYTES, what="image file")
+    except safeio.FileRefused as exc:  # swapped for a FIFO or a link out since it was listed
+        raise DataError(str(exc)) from None
     except OSError as exc:
         raise DataError(f"{file}: cannot open ({exc.strerror or exc})") from exc
-    try:
-        yield img
-    finally:
-        img.close()
+    with os.fdopen(fd, "rb") as fp:  # Pillow leaves a file object it was handed open: this closes it
+        try:
+            img = Image.open(fp)
+        except UnidentifiedImageError as exc:
+            raise DataError(
+                f"{file} is not an image Pillow can read; remove it from the folder (or convert it to PNG)"
+            ) from exc
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DataError(
+                f"{file}: refusing an image of more than {MAX_PIXELS // 2**20} megapixels "
+                f"(a decompression bomb?): {exc}; remove it or shrink it"
+            ) from exc
+        except OSError as exc:
+            raise DataError(f"{file}: cannot open ({exc.strerror or exc})") from exc
+        try:
+            yield img
+        finally:
+            img.close()
 
 
-def _read(file: Path, channels: int, image_size: int | None) -> np.ndarray:
+def _read(file: Path, channels: int, image_size: int | None, root: Path) -> np.ndarray:
     """Decode one file to uint8 (channels, H, W), resized to image_size x image_size if given."""
     from PIL import Image, ImageOps
 
-    with _open(file) as img:
+    with _open(file, root) as img:
         try:
             img = ImageOps.exif_transpose(img)
             img = _to_8bit(img)

@@ -241,7 +241,7 @@ def train_classifier(
     Returns:
         the trained FeatureNet in eval mode, on ``device``.
     """
-    from genmodels.training.trainer import bf16_is_fast, pick_device
+    from genmodels.device import bf16_is_fast, pick_device
 
     if len(images) != len(labels) or len(images) == 0:
         raise ConfigError(f"need as many labels as images (> 0), got {len(images)} images, {len(labels)} labels")
@@ -358,7 +358,7 @@ def load_feature_net(dataset_name: str, device: str | torch.device = "cpu") -> F
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from genmodels.training.trainer import pick_device
+    from genmodels.device import pick_device
 
     cards = shipped_feature_nets()
     if dataset_name not in cards:

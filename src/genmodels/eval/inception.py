@@ -76,8 +76,8 @@ def load_inception(weights: str | os.PathLike | None = None, device: str | torch
     Raises:
         GenmodelsError: the file or pytorch-fid is missing.
     """
+    from genmodels.device import pick_device
     from genmodels.eval.features import file_sha256
-    from genmodels.training.trainer import pick_device
 
     path = Path(weights or os.environ.get("GENMODELS_INCEPTION_WEIGHTS") or default_weights_path()).expanduser()
     if not path.is_file():

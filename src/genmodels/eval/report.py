@@ -171,7 +171,7 @@ def evaluate_run(
     Returns:
         the report written to eval.json; ``summary_lines`` is what eval.md and the CLI show.
     """
-    from genmodels.training import load_run
+    from genmodels.runs import load_run
 
     if n < 1 or k < 1 or (nll_n is not None and nll_n < 1):
         raise ConfigError(f"-n, --k and --nll-n must be >= 1, got n={n}, k={k}, nll_n={nll_n}")

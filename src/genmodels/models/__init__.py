@@ -11,7 +11,7 @@ from typing import Any
 from torch import nn
 
 from genmodels.config import from_dict
-from genmodels.errors import unknown
+from genmodels.errors import ConfigError, unknown
 from genmodels.models import autoencoder, diffusion, gan, pixelcnn, vae
 from genmodels.models.base import Batch, LossOutput, ModelSpec
 
@@ -130,12 +130,13 @@ MODELS: dict[str, ModelSpec] = {
     ),
 }
 
-# A family's own name picks its recommended model; the tuned settings live in genmodels/configs/<family>.yaml.
+# A family's own name picks its recommended model: the one source of that pick, printed by ``genmodels models``
+# and trained by ``genmodels train FAMILY``; the tuned settings live in genmodels/configs/<family>.yaml.
 FAMILIES: dict[str, str] = {
     "autoencoder": "conv-ae",
     "vae": "conv-vae",
     "diffusion": "ddpm",
-    "pixelcnn": "gated-pixelcnn",
+    "pixelcnn": "masked-pixelcnn",
     "gan": "dcgan",
 }
 
@@ -153,6 +154,39 @@ def make_config(name: str, values: dict[str, Any] | None = None) -> Any:
     return from_dict(spec.config_cls, {**spec.config_defaults, **(values or {})}, section="model")
 
 
+MAX_WIDTH = 4096  # channels / hidden units / latent size of one layer
+MAX_PARAMETERS = 500_000_000  # 2 GB of fp32 weights, before optimiser state: more is a typo on these machines
+WIDTH_FIELDS = ("channels", "hidden", "g_hidden", "d_hidden", "g_channels", "d_channels", "head_channels", "latent_dim")
+
+
+def check_size(name: str, config: Any) -> None:
+    """Refuse a model config too large to build here, with one line, before any memory is allocated.
+
+    Every layer width is at most ``MAX_WIDTH``; where the model can be built on torch's meta device (no
+    memory), its parameter count is at most ``MAX_PARAMETERS``.
+    """
+    import torch
+
+    for key in WIDTH_FIELDS:
+        value = getattr(config, key, None)
+        widths = value if isinstance(value, tuple | list) else [value] if isinstance(value, int) else []
+        if any(int(w) > MAX_WIDTH for w in widths):
+            raise ConfigError(
+                f"model.{key}={list(widths) if len(widths) > 1 else widths[0]} is too large; "
+                f"each width must be at most {MAX_WIDTH}"
+            )
+    try:
+        with torch.device("meta"):
+            model = model_spec(name).build(config)
+    except (RuntimeError, NotImplementedError):  # a model that computes values while it is built: widths only
+        return
+    n = sum(p.numel() for p in model.parameters())
+    if n > MAX_PARAMETERS:
+        raise ConfigError(
+            f"{name} with this config has {n:,} parameters, more than {MAX_PARAMETERS:,}; make it smaller"
+        )
+
+
 def build_from_config(name: str, config: Any) -> nn.Module:
     """Build model ``name`` from a finished config dataclass."""
     return model_spec(name).build(config)
@@ -165,6 +199,7 @@ __all__ = [
     "LossOutput",
     "ModelSpec",
     "build_from_config",
+    "check_size",
     "make_config",
     "model_spec",
 ]

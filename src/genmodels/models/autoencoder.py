@@ -10,13 +10,14 @@ deterministic autoencoders", Sec. 4), in its simplest form.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from genmodels.errors import ConfigError, unknown
-from genmodels.models.base import Batch, LossOutput
+from genmodels.models.base import Batch, LossOutput, SampleOption
 from genmodels.nets import ConvDecoder, ConvEncoder, mlp
 from genmodels.nets.linear import Linear
 
@@ -55,6 +56,7 @@ class Autoencoder(nn.Module):
     """
 
     conditional = False
+    sample_options: ClassVar[dict[str, SampleOption]] = {}
 
     def __init__(self, config: AEConfig, encoder: nn.Module, decoder: nn.Module) -> None:
         super().__init__()
@@ -69,15 +71,15 @@ class Autoencoder(nn.Module):
     def latent_dim(self) -> int:
         return self.config.latent_dim
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) in [0, 1] -> codes (B, latent_dim)."""
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, H, W) in [0, 1] -> codes (B, latent_dim); ``y`` is ignored (not conditional)."""
         return self.encoder(x)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Codes (B, latent_dim) -> images (B, C, H, W) in [0, 1]."""
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Codes (B, latent_dim) -> images (B, C, H, W) in [0, 1]; ``y`` is ignored."""
         return torch.sigmoid(self.decoder(z))
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.decode(self.encode(x))
 
     def loss(self, batch: Batch) -> LossOutput:

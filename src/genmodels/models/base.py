@@ -1,10 +1,18 @@
-"""The contracts every model family implements, and the registry entry that describes one model.
+"""The contracts every model family implements, the capabilities some have, and the registry entry.
 
-The Trainer chooses its step kind by protocol, never by a model name:
-- single-objective models implement ``loss(batch) -> LossOutput``;
-- adversarial models implement ``discriminator_loss`` / ``generator_loss``, expose
-  ``generator_parameters()`` / ``discriminator_parameters()`` and say how many critic steps
-  they take per generator step (``n_critic``).
+Everything a caller may do with a model is declared here as a typed Protocol and checked with
+``isinstance`` (or the ``is_conditional`` / ``has_latent`` helpers), never by a ``getattr`` probe
+or a model name:
+
+- training: ``SingleObjective`` (``loss(batch) -> LossOutput``) or ``Adversarial``
+  (``discriminator_loss`` / ``generator_loss``, the two parameter sets, ``n_critic`` and the
+  ``critic_methods`` each critic update calls);
+- every model is a ``Generative``: ``sample``, ``conditional``, ``config.image_shape`` and
+  ``config.num_classes``, and ``sample_options`` declaring its typed sampling options;
+- capabilities: ``Decodable`` (a latent space, ``decode``), ``Encodable`` (``encode`` and
+  ``reconstruct``), ``HasPrior`` (``sample_prior``), ``Completable`` (``complete`` from kept rows),
+  ``Observes`` (``observe``: the data the model sees, e.g. binarised), ``HasLikelihood`` (``nll``),
+  ``FitsToData`` (``fit_to_data`` after training).
 
 Pixel scaling happens at one boundary: a ``Batch`` carries images as float32 in [0, 1]
 (exact multiples of 1/255 for 8-bit data); each model maps to its own range inside and back
@@ -13,9 +21,9 @@ to [0, 1] in ``sample`` / ``reconstruct`` / ``decode``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -54,6 +62,9 @@ class Adversarial(Protocol):
     """A model trained by alternating discriminator (critic) and generator updates."""
 
     n_critic: int
+    # What one critic update calls, each an optimiser step: usually ("discriminator_loss",); the classic
+    # Keras GAN takes two (its two train_on_batch calls: the real batch, then the fakes).
+    critic_methods: tuple[str, ...]
 
     def discriminator_loss(self, batch: Batch) -> LossOutput: ...
 
@@ -62,6 +73,198 @@ class Adversarial(Protocol):
     def generator_parameters(self) -> Iterator[nn.Parameter]: ...
 
     def discriminator_parameters(self) -> Iterator[nn.Parameter]: ...
+
+
+@dataclass(frozen=True)
+class SampleOption:
+    """One sampling option a model's ``sample`` takes besides ``generator`` and ``labels``.
+
+    Args:
+        type: ``int``, ``float`` or ``str``: what a command-line or web-form string is parsed to.
+        help: one line for the user.
+        choices: the valid values of a ``str`` option, or None.
+        minimum: the smallest valid value of a number, or None.
+    """
+
+    type: type
+    help: str
+    choices: Sequence[str] | None = None
+    minimum: float | None = None
+
+    def parse(self, name: str, value: Any) -> Any:
+        """``value`` (a string or a number) as this option's type, checked; a ConfigError names the fix."""
+        from genmodels.errors import ConfigError
+
+        try:
+            if self.type is int:
+                if isinstance(value, float) and not value.is_integer():
+                    raise ValueError
+                out: Any = int(value)
+            elif self.type is float:
+                out = float(value)
+                if out != out or out in (float("inf"), float("-inf")):
+                    raise ValueError
+            else:
+                out = str(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"sampling option {name} must be a {self.type.__name__}, got {value!r}") from None
+        if self.choices is not None and out not in self.choices:
+            raise ConfigError(f"sampling option {name} must be one of {', '.join(self.choices)}, got {out!r}")
+        if self.minimum is not None and out < self.minimum:
+            raise ConfigError(f"sampling option {name} must be >= {self.minimum:g}, got {out}")
+        return out
+
+
+@runtime_checkable
+class Generative(Protocol):
+    """What every registered model is: a sampler of images in [0, 1] with the dataset's shape.
+
+    ``sample(n, *, generator=None, labels=None, **options)`` takes the options ``sample_options``
+    declares; ``config`` has ``image_shape`` (C, H, W) and ``num_classes``.
+    """
+
+    config: Any
+    conditional: bool
+    sample_options: ClassVar[dict[str, SampleOption]]
+
+    def sample(
+        self, n: int, *, generator: torch.Generator | None = None, labels: torch.Tensor | None = None, **options: Any
+    ) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Decodable(Protocol):
+    """A model with a latent space: ``decode(z (B, latent_dim), y=None) -> (B, C, H, W)`` in [0, 1]."""
+
+    latent_dim: int
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Encodable(Protocol):
+    """A model that maps images to codes: ``encode(x, y=None) -> (B, latent_dim)`` (the posterior mean of a
+    VAE) and ``reconstruct(x, y=None) -> (B, C, H, W)`` in [0, 1]."""
+
+    latent_dim: int
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class HasPrior(Protocol):
+    """A latent model with a prior to draw codes from: ``sample_prior(n, generator) -> (n, latent_dim)``."""
+
+    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Observes(Protocol):
+    """A model that sees a transformed version of the data (binarised): ``observe(x, generator)``."""
+
+    def observe(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Completable(Protocol):
+    """An autoregressive model that completes images from their top ``rows`` rows (raster order).
+
+    ``complete(x (B, C, H, W) in [0, 1], rows, *, generator, labels, **options)`` returns (B, C, H, W)
+    with rows ``:rows`` exactly as given (after ``observe``) and the rest sampled.
+    """
+
+    def complete(
+        self,
+        x: torch.Tensor,
+        rows: int,
+        *,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
+        **options: Any,
+    ) -> torch.Tensor: ...
+
+    def observe(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class HasLikelihood(Protocol):
+    """A model with an exact likelihood or a bound: ``nll(x, y, ...) -> {name: (B,) nats}``.
+
+    ``has_likelihood`` is False for a configuration without a proper one (a VAE whose Gaussian decoder
+    has no discretisation); ``likelihood_data`` names the data the nats are of ("8-bit", "binarised").
+    """
+
+    has_likelihood: bool
+    likelihood_data: str
+
+    def nll(self, x: torch.Tensor, y: torch.Tensor | None = None, **kwargs: Any) -> dict[str, torch.Tensor]: ...
+
+
+@runtime_checkable
+class FitsToData(Protocol):
+    """A model that fits something to the training data once training ends (a VAE's mixture prior):
+    ``fit_to_data(images (N, C, H, W), labels, *, generator) -> {name: value}``."""
+
+    def fit_to_data(
+        self, images: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None
+    ) -> dict[str, float]: ...
+
+
+def is_conditional(model: Any) -> bool:
+    """Whether ``model`` is class-conditional (a Generative whose ``conditional`` is true)."""
+    return isinstance(model, Generative) and bool(model.conditional)
+
+
+def num_classes(model: Any) -> int:
+    """The number of classes a conditional model was built for."""
+    return int(model.config.num_classes)
+
+
+def has_latent(model: Any) -> bool:
+    """Whether ``model`` has a latent space to decode from (latent_dim > 0)."""
+    return isinstance(model, Decodable) and int(model.latent_dim) > 0
+
+
+def default_labels(model: Any, n: int, device: torch.device | str | None = None) -> torch.Tensor | None:
+    """The labels to sample ``n`` images with when the user names no class: every class in turn
+    (0, 1, ..., K-1, 0, ...) for a conditional model, None otherwise. (n,) int64."""
+    if not is_conditional(model):
+        return None
+    return torch.arange(n, device=device) % num_classes(model)
+
+
+def check_labels(model: Any, labels: torch.Tensor | None) -> None:
+    """Refuse labels outside 0..K-1 for a conditional model with one clear error."""
+    from genmodels.errors import ConfigError
+
+    if labels is None or not is_conditional(model) or labels.numel() == 0:
+        return
+    k = num_classes(model)
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= k:
+        raise ConfigError(f"class labels must be in 0..{k - 1}; got {lo if lo < 0 else hi}")
+
+
+def check_sample_options(model: Any, name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options the model's ``sample`` declares, parsed to their types; None values dropped.
+
+    Raises:
+        ConfigError: an option the model does not take (naming those it does) or a bad value.
+    """
+    from genmodels.errors import ConfigError
+
+    declared: dict[str, SampleOption] = model.sample_options
+    out = {}
+    for key, value in options.items():
+        if value is None:
+            continue
+        if key not in declared:
+            takes = f"it takes: {', '.join(declared)}" if declared else "it takes no sampling options"
+            raise ConfigError(f"{name} does not take the sampling option '{key}'; {takes}")
+        out[key] = declared[key].parse(key, value)
+    return out
 
 
 @dataclass(frozen=True)

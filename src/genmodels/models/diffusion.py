@@ -23,13 +23,13 @@ import contextlib
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from genmodels.errors import ConfigError, unknown
-from genmodels.models.base import Batch, LossOutput, from_model_range, to_model_range
+from genmodels.models.base import Batch, LossOutput, SampleOption, from_model_range, to_model_range
 from genmodels.models.samplers import SAMPLERS, sample_loop
 from genmodels.models.schedules import SCHEDULES, SPACINGS, NoiseSchedule
 from genmodels.nets.unet import UNet
@@ -147,6 +147,13 @@ class DDPM(nn.Module):
     """
 
     likelihood_data = "8-bit"
+    has_likelihood = True
+    sample_options: ClassVar[dict[str, SampleOption]] = {
+        "sampler": SampleOption(str, "ddpm (ancestral) | ddim | dpm-solver (DPM-Solver++ 2M)", choices=SAMPLERS),
+        "steps": SampleOption(int, "network evaluations per sample", minimum=1),
+        "guidance": SampleOption(float, "classifier-free guidance scale (conditional models)", minimum=0.0),
+        "eta": SampleOption(float, "DDIM stochasticity (0 = deterministic)", minimum=0.0),
+    }
 
     def __init__(self, config: DiffusionConfig, denoiser: nn.Module, schedule: NoiseSchedule) -> None:
         super().__init__()
@@ -207,7 +214,7 @@ class DDPM(nn.Module):
     def _precision_context(self) -> contextlib.AbstractContextManager[Any]:
         p = self.config.precision
         dev = self.device
-        from genmodels.training.trainer import bf16_is_fast
+        from genmodels.device import bf16_is_fast
 
         if p == "fp32" or (p == "auto" and not bf16_is_fast(dev)) or torch.is_autocast_enabled(dev.type):
             return contextlib.nullcontext()

@@ -33,13 +33,14 @@ import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from genmodels.errors import ConfigError, unknown
-from genmodels.models.base import Batch, LossOutput, from_model_range, to_model_range
+from genmodels.models.base import Batch, LossOutput, SampleOption, from_model_range, to_model_range
 from genmodels.nets.linear import Linear
 
 ARCHS = ("mlp", "dcgan")
@@ -320,6 +321,9 @@ class GAN(nn.Module):
     n_critic = property(lambda self: self.config.n_critic)
     latent_dim = property(lambda self: self.config.latent_dim)
     conditional = property(lambda self: self.config.conditional)
+    sample_options: ClassVar[dict[str, SampleOption]] = {
+        "truncation": SampleOption(float, "draw z from N(0, I) truncated to this many standard deviations", minimum=0.0)
+    }
 
     @property
     def critic_methods(self) -> tuple[str, ...]:

@@ -40,13 +40,14 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from genmodels.errors import ConfigError, unknown
-from genmodels.models.base import Batch, LossOutput
+from genmodels.models.base import Batch, LossOutput, SampleOption
 from genmodels.models.likelihoods import bernoulli_log_prob, discretized_logistic_mixture_log_prob
 from genmodels.nets.masked import MaskedConv2d, channel_groups, down_shift
 
@@ -403,6 +404,13 @@ class PixelCNN(nn.Module):
         self.net = net
 
     conditional = property(lambda self: self.config.conditional)
+    has_likelihood = True
+    sample_options: ClassVar[dict[str, SampleOption]] = {
+        "temperature": SampleOption(float, "softmax / logistic temperature (1 = the model itself)", minimum=0.0),
+        "sampler": SampleOption(
+            str, "fast (cached, one row pass per pixel) or naive (a full pass per pixel)", choices=("fast", "naive")
+        ),
+    }
 
     @property
     def likelihood_data(self) -> str:

@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from genmodels.errors import ConfigError, unknown
-from genmodels.models.base import Batch, LossOutput
+from genmodels.models.base import Batch, LossOutput, SampleOption
 from genmodels.models.likelihoods import (
     bernoulli_log_prob,
     dequantize,
@@ -200,6 +201,7 @@ class VAE(nn.Module):
             self.register_buffer("prior_tril", torch.eye(d).expand(k, d, d).clone())
 
     conditional = property(lambda self: self.config.conditional)
+    sample_options: ClassVar[dict[str, SampleOption]] = {}
     latent_dim = property(lambda self: self.config.latent_dim)
 
     def _cond(self, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:

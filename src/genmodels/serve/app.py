@@ -14,11 +14,13 @@ Routes (all GET; the app never writes into RUNS_DIR):
     /api/latent?run=ID                                            the explorer's region and test codes
     /api/test_image.png?run=ID&index=I                            one test image
     /api/complete.png?run=ID&index=I&rows=14&samples=4&seed=0     PixelCNN completion sheet
-    /files/PATH                 a PNG / JSON / YAML / Markdown file under RUNS_DIR
+    /files/PATH                 a PNG / JSON / YAML / Markdown file under RUNS_DIR (a regular file, confined
+                                to the run it belongs to)
 
 Model requests also take ``step`` (a checkpoint) and ``weights`` (ema | raw). Errors are JSON
 ``{"error": "..."}``: 400 for a bad parameter, 403 for a path outside RUNS_DIR or a foreign Host
-header, 404 for an unknown run or file, 409 for a run without a checkpoint yet.
+header, 404 for an unknown run or file, 409 for a run without a usable checkpoint. A run whose files
+are refused or damaged (see ``serve.runs``) is still listed and shown, with ``damaged`` saying why.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import traceback
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -61,7 +63,7 @@ class App:
         if not root.is_dir():
             raise ConfigError(f"RUNS_DIR {runs_dir} is not a directory; pass the folder that holds your runs")
         self.root = root.resolve()
-        self.playground = Playground(device)
+        self.playground = Playground(device)  # refuses a bad device name before the server binds
         self.allow_any_host = allow_any_host
         self.static = {
             name: resources.files("genmodels.serve").joinpath("static", name).read_bytes() for name in STATIC
@@ -158,13 +160,13 @@ class Handler(BaseHTTPRequestHandler):
         return self._send(200, json.dumps(strict_json(result)).encode(), "application/json", t0)
 
     def _file(self, rel: str) -> None:
-        path = R.resolve_inside(self.app.root, rel)
-        kind = FILE_TYPES.get(path.suffix.lower())
-        if kind is None or any(p.startswith(".") for p in Path(rel).parts):
-            raise R.NotFound(f"{rel!r} is not a file the app serves (PNG, JSON, YAML, Markdown)")
-        if not path.is_file():
-            raise R.NotFound(f"no file {rel!r} under RUNS_DIR")
-        self._send(200, path.read_bytes(), kind)
+        root = self.app.root
+        path = R.resolve_inside(root, rel)  # a path leaving RUNS_DIR is refused (403) before anything else
+        shown = PurePosixPath(rel), PurePosixPath(R.run_id(root, path))  # the name asked for, and the real one
+        kinds = {FILE_TYPES.get(p.suffix.lower()) for p in shown}
+        if None in kinds or any(part.startswith(".") for p in shown for part in p.parts):
+            raise R.NotFound(f"{R.quote_path(rel)} is not a file the app serves (PNG, JSON, YAML, Markdown)")
+        self._send(200, R.read_file(root, rel), FILE_TYPES[shown[0].suffix.lower()])
 
     def _send(self, status: int, body: bytes, kind: str, t0: float | None = None) -> None:
         self.send_response(status)
@@ -201,27 +203,7 @@ class Handler(BaseHTTPRequestHandler):
         return R.leaderboard(self.app.root)
 
     def api_run(self, q: dict[str, str]) -> dict[str, Any]:
-        import yaml
-
-        path = self._run_path(q)
-        root = self.app.root
-        meta = R.read_json(path / "run.json")
-        report = R.read_json(path / "eval.json")
-        try:
-            config = yaml.safe_load((path / "config.yaml").read_text())
-        except (OSError, yaml.YAMLError):
-            config = None
-        return {
-            "summary": R.run_summary(root, path),
-            "meta": meta,
-            "config": config,
-            "series": R.metric_series(path),
-            "grids": R.sample_grids(root, path, meta.get("steps")),
-            "figures": R.figures(root, path),
-            "eval": {"summary": R.eval_summary(report), "lines": report.get("summary_lines", [])} if report else None,
-            "checkpoints": R.checkpoint_steps(path),
-            "latest": R.latest_step(path),
-        }
+        return R.run_page(self.app.root, self._run_path(q))
 
     def api_model(self, q: dict[str, str]) -> dict[str, Any]:
         return self.app.playground.info(self._loaded(q).run)

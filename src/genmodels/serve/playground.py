@@ -1,17 +1,16 @@
 """The models behind the web app: a cache of loaded runs, and the pictures it draws with them.
 
-Everything here uses a model only through the public protocol every family shares (``sample``) and
-the optional methods some families have (``decode`` and ``latent_dim``, ``encode``, ``sample_prior``,
-``complete``, ``observe``), found by ``callable`` checks, never by a model name. Each picture comes
+Everything here uses a model only through the protocols of ``genmodels.models.base``: every model is a
+``Generative`` (``sample`` and its declared ``sample_options``); what else the app offers follows from
+the capabilities it declares (``Decodable`` for interpolation and the 2-D explorer, ``Encodable``,
+``HasPrior``, ``Completable``), checked with ``isinstance``, never by a model name. Each picture comes
 back as PNG bytes at the data's own resolution (the browser scales it up).
 """
 
 from __future__ import annotations
 
-import inspect
 import io
 import json
-import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -21,7 +20,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from genmodels.errors import ConfigError, GenmodelsError
+from genmodels import safeio
+from genmodels.device import pick_device
+from genmodels.errors import CheckpointError, ConfigError, GenmodelsError
+from genmodels.models.base import (
+    Completable,
+    Encodable,
+    HasPrior,
+    check_sample_options,
+    default_labels,
+    has_latent,
+    is_conditional,
+    num_classes,
+)
 from genmodels.serve.runs import latest_step
 
 MAX_IMAGES = 64  # per generate request
@@ -52,39 +63,24 @@ def png_bytes(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> by
     return buf.getvalue()
 
 
-def _labels_kw(model: Any, y: torch.Tensor | None) -> dict[str, Any]:
-    """decode/encode take ``y`` only on conditional models (an autoencoder's take none)."""
-    return {"y": y} if getattr(model, "conditional", False) else {}
-
-
 def sample_options(model: Any) -> list[dict[str, Any]]:
-    """The keyword options a model's ``sample`` takes besides generator/labels: [{name, type, default}]."""
-    out = []
-    for name, p in inspect.signature(model.sample).parameters.items():
-        if p.kind is not inspect.Parameter.KEYWORD_ONLY or name in ("generator", "labels"):
-            continue
-        ann = str(p.annotation)  # a string under ``from __future__ import annotations``: "int | None", ...
-        kind = "int" if re.search(r"\bint\b", ann) else "float" if re.search(r"\bfloat\b", ann) else "str"
-        default = None if p.default is inspect.Parameter.empty else p.default
-        out.append({"name": name, "type": kind, "default": default})
-    return out
+    """The sampling options a model declares (``model.sample_options``), for the browser's form:
+    [{name, type ("int" | "float" | "str"), help, choices, minimum}]."""
+    return [
+        {
+            "name": name,
+            "type": opt.type.__name__,
+            "help": opt.help,
+            "choices": list(opt.choices) if opt.choices is not None else None,
+            "minimum": opt.minimum,
+        }
+        for name, opt in model.sample_options.items()
+    ]
 
 
-def parse_options(model: Any, raw: dict[str, str]) -> dict[str, Any]:
-    """Sampling options from request strings, typed as the model's ``sample`` declares them; blanks dropped."""
-    kinds = {o["name"]: o["type"] for o in sample_options(model)}
-    out: dict[str, Any] = {}
-    for name, text in raw.items():
-        if text.strip() == "":
-            continue
-        if name not in kinds:
-            takes = ", ".join(kinds) or "none"
-            raise ConfigError(f"this model's sample takes no option '{name}'; it takes: {takes}")
-        try:
-            out[name] = int(text) if kinds[name] == "int" else float(text) if kinds[name] == "float" else text
-        except ValueError:
-            raise ConfigError(f"option {name} must be a{'n int' if kinds[name] == 'int' else ' number'}") from None
-    return out
+def parse_options(run: Any, raw: dict[str, str]) -> dict[str, Any]:
+    """Sampling options from request strings, typed and checked as the model declares them; blanks dropped."""
+    return check_sample_options(run.model, run.model_name, {k: v for k, v in raw.items() if v.strip() != ""})
 
 
 class Playground:
@@ -96,7 +92,7 @@ class Playground:
     """
 
     def __init__(self, device: str = "auto", max_models: int = 6) -> None:
-        self.device = device
+        self.device = pick_device(device)  # a bad name is refused here, before the app serves anything
         self.max_models = max_models
         self._models: OrderedDict[tuple[str, int, str], Loaded] = OrderedDict()
         self._data: OrderedDict[str, Any] = OrderedDict()
@@ -108,13 +104,15 @@ class Playground:
     def get(self, path: Path, step: int | None = None, weights: str = "ema") -> Loaded:
         """The loaded run at ``step`` (default: the checkpoint ``latest`` names now, so a run still
         training is reloaded once it writes a newer checkpoint)."""
-        from genmodels.errors import CheckpointError
-        from genmodels.training import load_run
+        from genmodels.runs import load_run
 
         if weights not in ("ema", "raw"):
             raise ConfigError(f"weights must be 'ema' or 'raw', got {weights!r}")
         if step is None:
-            step = latest_step(path)
+            try:
+                step = latest_step(path)
+            except safeio.FileRefused as e:
+                raise CheckpointError(str(e)) from None
             if step is None:
                 raise CheckpointError(f"run {path.name} has no checkpoint yet; wait for its first one")
         key = (str(path), int(step), weights)
@@ -127,7 +125,7 @@ class Playground:
             with self._lock:
                 if key in self._models:
                     return self._models[key]
-            loaded = Loaded(load_run(path, weights=weights, device=self.device, step=int(step)))
+            loaded = Loaded(load_run(path, weights=weights, device=str(self.device), step=int(step)))
             with self._lock:
                 self._models[key] = loaded
                 self._loading.pop(key, None)
@@ -155,35 +153,35 @@ class Playground:
 
     @staticmethod
     def info(run: Any) -> dict[str, Any]:
-        """What the app can do with a run's model, found from its methods and attributes."""
+        """What the app can do with a run's model, from the capabilities it declares."""
         model = run.model
-        conditional = bool(getattr(model, "conditional", False))
-        k = int(model.config.num_classes) if conditional else 0
+        conditional = is_conditional(model)
+        k = num_classes(model) if conditional else 0
         names = (run.meta.get("dataset") or {}).get("classes") or []
-        latent_dim = int(getattr(model, "latent_dim", 0) or 0)
-        latent = latent_dim > 0 and callable(getattr(model, "decode", None))
+        latent = has_latent(model)
+        latent_dim = int(model.latent_dim) if latent else None
         return {
             "model_name": run.model_name,
             "step": run.step,
             "weights": run.weights,
-            "image_shape": list(getattr(model.config, "image_shape", [])),
+            "image_shape": list(model.config.image_shape),
             "parameters": sum(p.numel() for p in model.parameters()),
             "conditional": conditional,
             "classes": [str(names[i]) if i < len(names) else str(i) for i in range(k)],
-            "latent_dim": latent_dim if latent else None,
+            "latent_dim": latent_dim,
             "interpolate": latent,
-            "explore": latent and latent_dim == 2,
-            "encode": callable(getattr(model, "encode", None)),
-            "complete": callable(getattr(model, "complete", None)),
+            "explore": latent_dim == 2,
+            "encode": isinstance(model, Encodable),
+            "complete": isinstance(model, Completable),
             "sample_options": sample_options(model),
         }
 
     def _label(self, run: Any, label: int | None) -> int | None:
         if label is None:
             return None
-        if not getattr(run.model, "conditional", False):
+        if not is_conditional(run.model):
             raise ConfigError(f"class {label} was given but {run.model_name} is not class-conditional")
-        k = int(run.model.config.num_classes)
+        k = num_classes(run.model)
         if not 0 <= label < k:
             raise ConfigError(f"class must be in 0..{k - 1}, got {label}")
         return label
@@ -201,11 +199,8 @@ class Playground:
         if not 1 <= n <= MAX_IMAGES:
             raise ConfigError(f"n must be in 1..{MAX_IMAGES}, got {n}")
         label = self._label(run, label)
-        labels = None
-        if getattr(run.model, "conditional", False):
-            k = int(run.model.config.num_classes)
-            labels = torch.full((n,), label) if label is not None else torch.arange(n) % k
-        opts = parse_options(run.model, options)
+        labels = torch.full((n,), label) if label is not None else default_labels(run.model, n)
+        opts = parse_options(run, options)
         with loaded.lock:
             images = run.sample(n, seed=seed, labels=labels, **opts)
         return png_bytes(images, nrow=min(n, 8))
@@ -223,14 +218,14 @@ class Playground:
         z = []
         for s in seeds:
             g = torch.Generator(device=dev).manual_seed(s)
-            if callable(getattr(model, "sample_prior", None)):
+            if isinstance(model, HasPrior):
                 z.append(model.sample_prior(1, g))
-            elif callable(getattr(model, "encode", None)):
+            elif isinstance(model, Encodable):
                 x = run.sample(1, seed=s, labels=y[:1].cpu() if y is not None else None).to(dev)
-                z.append(model.encode(x, **_labels_kw(model, y[:1] if y is not None else None)))
+                z.append(model.encode(x, y[:1] if y is not None else None))
             else:
                 z.append(torch.randn(1, int(model.latent_dim), generator=g, device=dev))
-        slerp = not callable(getattr(model, "encode", None)) or callable(getattr(model, "sample_prior", None))
+        slerp = isinstance(model, HasPrior) or not isinstance(model, Encodable)
         return torch.cat(z).float(), slerp
 
     @torch.no_grad()
@@ -251,18 +246,18 @@ class Playground:
             a, b = z[:1], z[1:]
             path = slerp(a, b, t)[0] if use_slerp else a + t[:, None] * (b - a)
             yy = y.expand(steps) if y is not None else None
-            images = model.decode(path, **_labels_kw(model, yy)).float().cpu()
+            images = model.decode(path, yy).float().cpu()
         return png_bytes(images, nrow=steps)
 
     def _class_tensor(self, run: Any, label: int | None, n: int) -> torch.Tensor | None:
         """Labels (n,) for a conditional model's decoder: the chosen class, or class 0."""
-        if not getattr(run.model, "conditional", False):
+        if not is_conditional(run.model):
             return None
         return torch.full((n,), label or 0, dtype=torch.long, device=run.device)
 
     @staticmethod
     def _need_latent(run: Any) -> None:
-        if not (int(getattr(run.model, "latent_dim", 0) or 0) > 0 and callable(getattr(run.model, "decode", None))):
+        if not has_latent(run.model):
             raise ConfigError(f"{run.model_name} has no latent space to decode (it has no decode method)")
 
     @torch.no_grad()
@@ -276,7 +271,7 @@ class Playground:
         label = self._label(run, label)
         zt = torch.tensor([z], dtype=torch.float32, device=run.device)
         with loaded.lock:
-            image = model.decode(zt, **_labels_kw(model, self._class_tensor(run, label, 1))).float().cpu()
+            image = model.decode(zt, self._class_tensor(run, label, 1)).float().cpu()
         return png_bytes(image)
 
     @torch.no_grad()
@@ -285,29 +280,30 @@ class Playground:
 
         With an encoder: the codes of up to LATENT_POINTS test images (coloured by class), and the region
         their 1st..99th percentiles span plus a margin (as ``manifold_sheet`` does for autoencoders); a
-        model with a prior (``sample_prior``) or without an encoder (a GAN's N(0, I)) also gets the prior's
+        model with a prior (``HasPrior``) or without an encoder (a GAN's N(0, I)) also gets the prior's
         [-3, 3] square, where its samples come from.
         """
         if loaded.latent_map is not None:
             return loaded.latent_map
         run, model = loaded.run, loaded.run.model
-        if int(getattr(model, "latent_dim", 0) or 0) != 2:
-            raise ConfigError(f"the explorer needs a 2-D latent; {run.model_name} has latent_dim={model.latent_dim}")
+        if not (has_latent(model) and int(model.latent_dim) == 2):
+            dim = int(model.latent_dim) if has_latent(model) else "none"
+            raise ConfigError(f"the explorer needs a 2-D latent; {run.model_name} has latent_dim={dim}")
         out: dict[str, Any] = {"range": [[-3.0, 3.0], [-3.0, 3.0]], "points": [], "labels": []}
-        if callable(getattr(model, "encode", None)):
+        if isinstance(model, Encodable):
             ds = self.test_split(run)
             x = torch.from_numpy(ds.images[:LATENT_POINTS]).float().div_(255.0).to(run.device)
             y = torch.from_numpy(ds.labels[:LATENT_POINTS]).to(run.device) if ds.labels is not None else None
             with loaded.lock:
                 parts = [
-                    model.encode(x[i : i + 500], **_labels_kw(model, y[i : i + 500] if y is not None else None))
+                    model.encode(x[i : i + 500], y[i : i + 500] if y is not None and is_conditional(model) else None)
                     for i in range(0, len(x), 500)
                 ]
             codes = torch.cat(parts).float().cpu().numpy()
             lo, hi = np.percentile(codes, 1, axis=0), np.percentile(codes, 99, axis=0)
             margin = 0.15 * np.maximum(hi - lo, 1e-3)
             lo, hi = lo - margin, hi + margin
-            if callable(getattr(model, "sample_prior", None)):
+            if isinstance(model, HasPrior):
                 lo, hi = np.minimum(lo, -3.0), np.maximum(hi, 3.0)
             out["range"] = [[float(lo[i]), float(hi[i])] for i in range(2)]
             out["points"] = np.round(codes, 4).tolist()
@@ -322,40 +318,29 @@ class Playground:
             raise ConfigError(f"index must be in 0..{len(ds) - 1} (the {ds.split} split's size), got {index}")
         return png_bytes(torch.from_numpy(ds.images[index : index + 1]).float().div_(255.0))
 
-    @torch.no_grad()
     def complete(
         self, loaded: Loaded, index: int, rows: int, samples: int, seed: int, label: int | None, options: dict[str, str]
     ) -> bytes:
         """One row: test image ``index`` with only its top ``rows`` kept (the rest grey), ``samples``
-        completions of it, and the original, as ``genmodels complete`` draws them."""
+        completions of it, and the original, as ``genmodels complete`` draws them (``complete_images``)."""
+        from genmodels.viz.completion import complete_images, completion_sheet
+
         run, model = loaded.run, loaded.run.model
-        if not callable(getattr(model, "complete", None)):
+        if not isinstance(model, Completable):
             raise ConfigError(f"{run.model_name} cannot complete images; that needs an autoregressive model")
         ds = self.test_split(run)
         if not 0 <= index < len(ds):
             raise ConfigError(f"index must be in 0..{len(ds) - 1} (the {ds.split} split's size), got {index}")
-        h = int(ds.images.shape[2])
-        if not 0 <= rows <= h:
-            raise ConfigError(f"rows must be in 0..{h} (the image height), got {rows}")
         if not 1 <= samples <= MAX_COMPLETIONS:
             raise ConfigError(f"samples must be in 1..{MAX_COMPLETIONS}, got {samples}")
         label = self._label(run, label)
         y = None
-        if getattr(model, "conditional", False):
+        if is_conditional(model):
             cls = label if label is not None else int(ds.labels[index]) if ds.labels is not None else 0
-            y = torch.full((samples,), cls, dtype=torch.long, device=run.device)
-        opts = {k: v for k, v in parse_options(model, options).items() if k in _complete_params(model)}
-        x = torch.from_numpy(ds.images[index : index + 1]).float().div_(255.0).to(run.device)
+            y = torch.tensor([cls], dtype=torch.long)
+        opts = parse_options(run, options)
+        x = torch.from_numpy(ds.images[index : index + 1]).float().div_(255.0)
         g = torch.Generator(device=run.device).manual_seed(seed)
         with loaded.lock:
-            if callable(getattr(model, "observe", None)):  # binarised models: every completion keeps the same rows
-                x = model.observe(x, g).float()
-            done = model.complete(x.repeat(samples, 1, 1, 1), rows, generator=g, labels=y, **opts).float().cpu()
-        x = x.cpu()
-        kept = x.clone()
-        kept[:, :, rows:] = 0.5
-        return png_bytes(torch.cat([kept, done, x]), nrow=samples + 2)
-
-
-def _complete_params(model: Any) -> set[str]:
-    return set(inspect.signature(model.complete).parameters)
+            result = complete_images(model, x, rows, samples=samples, generator=g, labels=y, **opts)
+        return png_bytes(completion_sheet(result, rows), nrow=samples + 2)

@@ -13,10 +13,13 @@ from importlib import resources
 from typing import Any
 
 from genmodels.config import field_names, from_dict, load_yaml, to_dict
+from genmodels.data.config import DataConfig
 from genmodels.errors import ConfigError, closest, unknown
 from genmodels.models import FAMILIES, MODELS, make_config, model_spec
 
 SCHEDULES = ("constant", "cosine", "linear")
+MAX_BATCH = 16384  # global batch; each process's share is further limited by the Trainer
+MAX_GRID = 32
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
@@ -46,6 +49,7 @@ class TrainConfig:
     ckpt_minutes: float = 5.0  # also checkpoint after this many minutes without one
     keep_checkpoints: int = 2  # older checkpoints are deleted
     grid: int = 5  # sample grids are grid x grid images
+    grid_seconds: float = 30.0  # a grid stops adding rows after this long (or 5% of the training time): slow samplers
     monitor_classes: int = 0  # at every sample grid, classify this many samples with the feature net and warn
     #   when their class coverage falls (mode collapse); 0 = off; GANs default to 500
     progress: bool = True  # show a progress bar
@@ -57,8 +61,11 @@ class TrainConfig:
             raise ConfigError(f"train.steps must be >= 0, got {self.steps}")
         if self.max_time is not None and not self.max_time > 0:
             raise ConfigError(f"train.max_time must be > 0 minutes, got {self.max_time}")
-        if self.batch_size < 1:
-            raise ConfigError(f"train.batch_size must be >= 1, got {self.batch_size}")
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            raise ConfigError(
+                f"train.batch_size must be in 1..{MAX_BATCH:,}, got {self.batch_size:,}; a larger global batch "
+                "needs several processes (torchrun)"
+            )
         for key in ("lr", "lr_d"):
             v = getattr(self, key)
             if v is not None and not (v > 0 and math.isfinite(v)):
@@ -74,29 +81,18 @@ class TrainConfig:
         for key in ("log_every", "sample_every", "ckpt_every", "warmup_steps", "grid", "monitor_classes"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}")
+        if not self.grid_seconds > 0:
+            raise ConfigError(f"train.grid_seconds must be > 0, got {self.grid_seconds}")
+        if self.grid > MAX_GRID:
+            raise ConfigError(f"train.grid must be at most {MAX_GRID} (a {MAX_GRID}x{MAX_GRID} grid), got {self.grid}")
+        if self.monitor_classes > 10_000:
+            raise ConfigError(f"train.monitor_classes must be at most 10000 samples, got {self.monitor_classes}")
         if self.keep_checkpoints < 1:
             raise ConfigError(f"train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if not all(0.0 <= b < 1.0 for b in self.betas):
             raise ConfigError(f"train.betas must be in [0, 1), got {list(self.betas)}")
-
-
-@dataclass
-class DataConfig:
-    dataset: str = "digits"  # a catalog name, folder:PATH or npz:PATH
-    image_size: int | None = None  # resize to image_size x image_size
-    channels: int | None = None  # convert to 1 or 3 channels
-    limit: int | None = None  # use only the first N training images
-    data_dir: str | None = None  # where to look for (and download) dataset files first
-
-    def __post_init__(self) -> None:
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"data.limit must be >= 1, got {self.limit}")
-        if self.image_size is not None and self.image_size < 2:
-            raise ConfigError(f"data.image_size must be >= 2, got {self.image_size}")
-        if self.channels is not None and self.channels not in (1, 3):
-            raise ConfigError(f"data.channels must be 1 or 3, got {self.channels}")
 
 
 SECTIONS = ("model", "train", "data")
@@ -116,7 +112,11 @@ def resolve_name(name: str) -> tuple[str, dict[str, Any]]:
         return name, {}
     if name in FAMILIES:
         fam = family_defaults(name)
-        return fam.get("model_name", FAMILIES[name]), fam
+        # FAMILIES is the one source of a family's pick (``genmodels models`` prints it); the YAML repeats it
+        # for the reader and must agree (tested).
+        if fam.get("model_name", FAMILIES[name]) != FAMILIES[name]:
+            raise ConfigError(f"configs/{name}.yaml names {fam['model_name']} but the family picks {FAMILIES[name]}")
+        return FAMILIES[name], fam
     raise unknown("model", name, [*MODELS, *FAMILIES])
 
 

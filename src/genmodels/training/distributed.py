@@ -74,7 +74,7 @@ def init_group(info: DistInfo) -> None:
 
 def device_for(info: DistInfo, name: str = "auto") -> torch.device:
     """This process's device: ``cuda:LOCAL_RANK`` under torchrun with CUDA, else as ``train.device`` says."""
-    from genmodels.training.trainer import pick_device
+    from genmodels.device import pick_device
 
     device = pick_device(name)
     if device.type == "cuda" and info.enabled:

@@ -1,8 +1,10 @@
-"""One generic Trainer for every family.
+"""One generic Trainer for every family: the loop and its two step kinds.
 
 It knows two step kinds and picks one by protocol (``models.base``): a single-objective step
-(``model.loss``) and an adversarial step (``n_critic`` critic updates on fresh batches, then one
-generator update through a frozen critic). It never looks inside a model.
+(``model.loss``) and an adversarial step (``n_critic`` critic updates on fresh batches, each calling the
+model's ``critic_methods``, then one generator update through a frozen critic). It never looks inside
+a model. Its parts: the batch order (``batches``), the learning-rate schedule and step budget
+(``schedule``), checkpoints and sample grids (``periodic``), and the loop here.
 
 Determinism: the data order is a function of (seed, epoch) and the training RNG is re-seeded from
 (seed, step, rank) before every step, so a run resumed from any checkpoint on the CPU ends with
@@ -12,8 +14,6 @@ weights bit-identical to an uninterrupted run (tested).
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import math
 import signal
 import sys
 import time
@@ -22,23 +22,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from genmodels.errors import CheckpointError, GenmodelsError
+from genmodels.device import bf16_is_fast, pick_device
+from genmodels.errors import GenmodelsError
 from genmodels.models.base import Adversarial, Batch, LossOutput
+from genmodels.seeding import derive_seed
 from genmodels.training import distributed
-from genmodels.training.checkpoint import (
-    flatten_optimizer,
-    latest_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-    unflatten_optimizer,
-)
+from genmodels.training.batches import BatchStream
 from genmodels.training.config import TrainConfig
 from genmodels.training.ema import EMA
 from genmodels.training.optim import LeanAdam
+from genmodels.training.periodic import Checkpointing, Monitor, Sampling
+from genmodels.training.schedule import HARD_LIMIT, StepBudget, lr_factor
+
+__all__ = ["Monitor", "TrainResult", "Trainer", "TrainingDiverged"]
 
 
 class TrainingDiverged(GenmodelsError):
@@ -53,84 +52,7 @@ class TrainResult:
     stopped_by: str = "steps"  # steps | time | interrupt
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GenmodelsError(f"train.device={name} but no CUDA device is available; use --set train.device=cpu")
-    return dev
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from integers, stable across runs and platforms."""
-    digest = hashlib.blake2b(",".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
-
-
-def bf16_is_fast(device: torch.device) -> bool:
-    """Whether bf16 autocast runs natively here: an Ampere+ GPU, or a CPU with AVX512-BF16 / AMX."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-class BatchStream:
-    """Deterministic batches: global batch k holds positions [kB, (k+1)B) of the endless concatenation
-    of per-epoch permutations; a process of a distributed run takes its contiguous share of it.
-
-    The whole state is the batch counter, so resuming needs nothing else.
-    """
-
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> None:
-        if batch_size % world:
-            raise GenmodelsError(
-                f"train.batch_size={batch_size} does not split over {world} processes; make it a multiple"
-            )
-        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
-        self._perms: dict[int, torch.Tensor] = {}
-
-    def _perm(self, epoch: int) -> torch.Tensor:
-        if epoch not in self._perms:
-            g = torch.Generator().manual_seed(derive_seed(self.seed, epoch, 7919))
-            self._perms = {e: p for e, p in self._perms.items() if e >= epoch - 1}
-            self._perms[epoch] = torch.randperm(self.n, generator=g)
-        return self._perms[epoch]
-
-    def indices(self, k: int) -> torch.Tensor:
-        """Indices of this process's share of global batch ``k``."""
-        per = self.batch_size // self.world
-        start = k * self.batch_size + self.rank * per
-        if start // self.n == (start + per - 1) // self.n:  # within one epoch: a slice of its permutation
-            offset = start % self.n
-            return self._perm(start // self.n)[offset : offset + per]
-        pos = torch.arange(start, start + per)  # across an epoch boundary: position by position
-        epochs, offsets = pos // self.n, pos % self.n
-        return torch.stack([self._perm(int(e))[int(o)] for e, o in zip(epochs, offsets, strict=True)])
-
-    def epoch(self, k: int) -> float:
-        return k * self.batch_size / self.n
-
-
-def lr_factor(config: TrainConfig, step: int, progress: float) -> float:
-    """The learning-rate multiplier at ``step`` (warm-up, then the decay over progress in [0, 1])."""
-    warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
-    p = min(max(progress, 0.0), 1.0)
-    lo = config.min_lr_ratio
-    if config.schedule == "cosine":
-        decay = lo + (1.0 - lo) * 0.5 * (1.0 + math.cos(math.pi * p))
-    elif config.schedule == "linear":
-        decay = 1.0 - (1.0 - lo) * p
-    else:
-        decay = 1.0
-    return warm * decay
-
-
-class Trainer:
+class Trainer(Checkpointing, Sampling):
     """Trains one model on one in-memory dataset.
 
     Args:
@@ -157,7 +79,7 @@ class Trainer:
         world: int = 1,
         engine: Callable[..., Any] | None = None,
         device: torch.device | None = None,
-        monitor: Callable[[torch.Tensor], dict[str, float]] | None = None,
+        monitor: Monitor | None = None,
     ) -> None:
         self.config = config
         self.monitor = monitor  # samples -> {"class_coverage", "class_kl"}: watches for mode collapse
@@ -171,6 +93,7 @@ class Trainer:
         self.images = images.to(self.device)
         self.labels = labels.to(self.device) if labels is not None else None
         self.stream = BatchStream(len(images), config.batch_size, config.seed, rank, world)
+        self.budget = StepBudget.from_config(config)
         self.adversarial = isinstance(model, Adversarial)
         self.optimizers = self._make_optimizers()
         self.base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
@@ -291,12 +214,12 @@ class Trainer:
         return metrics
 
     def adversarial_step(self) -> dict[str, torch.Tensor]:
-        m: Any = self.model
+        m = self.model
+        assert isinstance(m, Adversarial)
         d_params = [p for g in self.optimizers["opt_d"].param_groups for p in g["params"]]
         metrics: dict[str, torch.Tensor] = {}
-        # A critic update is one optimiser step per method the model names: usually one joint loss; the
-        # classic Keras GAN takes two (its two train_on_batch calls: the real batch, then the fakes).
-        methods = tuple(getattr(m, "critic_methods", ("discriminator_loss",)))
+        # A critic update is one optimiser step per method the model names (``Adversarial.critic_methods``).
+        methods = tuple(m.critic_methods)
         for _ in range(max(1, int(m.n_critic))):
             batch = self.next_batch()
             parts = []
@@ -326,157 +249,19 @@ class Trainer:
 
     # ----------------------------------------------------------------- schedule
 
-    def progress(self, elapsed: float) -> float:
-        c = self.config
-        parts = []
-        if c.steps:
-            parts.append(self.step / c.steps)
-        if c.max_time:
-            parts.append(elapsed / (60.0 * c.max_time))
-        return max(parts) if parts else 0.0
+    def progress(self) -> float:
+        """Share of the run done, step / budget (``schedule.StepBudget``); deterministic under --max-time."""
+        return self.budget.progress(self.step)
 
-    def _set_lr(self, elapsed: float) -> float:
-        f = lr_factor(self.config, self.step, self.progress(elapsed))
+    def _set_lr(self) -> float:
+        f = lr_factor(self.config, self.step, self.progress())
         for name, opt in self.optimizers.items():
             for g, base in zip(opt.param_groups, self.base_lrs[name], strict=True):
                 g["lr"] = base * f
         return f * self.config.lr
 
     def done(self, elapsed: float) -> str | None:
-        c = self.config
-        if c.steps is not None and self.step >= c.steps:
-            return "steps"
-        if c.max_time is not None and elapsed >= 60.0 * c.max_time:
-            return "time"
-        return None
-
-    # ----------------------------------------------------------------- checkpoints
-
-    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
-        plain: dict[str, Any] = {
-            "batches": self.batches,
-            "elapsed": self.elapsed,
-            "ema_updates": self.ema.updates if self.ema else 0,
-            "optimizers": {},
-            "world": self.world,
-            "history_tail": self.history[-1] if self.history else {},
-        }
-        for name, opt in self.optimizers.items():
-            t, p = flatten_optimizer(opt.state_dict(), name)
-            tensors.update(t)
-            plain["optimizers"][name] = p
-        if self.scaler is not None:
-            plain["scaler"] = self.scaler.state_dict()
-        return tensors, plain
-
-    def save(self) -> Path | None:
-        if self.run_dir is None or not self.is_main:
-            return None
-        tensors, plain = self.state()
-        path = save_checkpoint(
-            self.run_dir / "checkpoints",
-            self.step,
-            self.model.state_dict(),
-            tensors,
-            plain,
-            self.ema.state_dict() if self.ema else None,
-            keep=self.config.keep_checkpoints,
-        )
-        self._last_ckpt_time = time.monotonic()
-        self.saved_step = self.step
-        return path
-
-    def read_checkpoint(self, path: Path | None = None) -> dict[str, Any] | None:
-        """The given (or the latest) checkpoint of ``run_dir``, verified; None when there is none."""
-        if path is None:
-            if self.run_dir is None:
-                return None
-            path = latest_checkpoint(self.run_dir / "checkpoints")
-            if path is None:
-                return None
-        ck = load_checkpoint(path)
-        ck["path"] = str(path)
-        return ck
-
-    def restore(self, path: Path | None = None, checkpoint: dict[str, Any] | None = None) -> bool:
-        """Continue from a checkpoint (read here, or already read and passed in); False when there is none."""
-        ck = checkpoint if checkpoint is not None else self.read_checkpoint(path)
-        if ck is None:
-            return False
-        meta = ck["meta"]
-        try:
-            self.model.load_state_dict(ck["model"])
-            if self.ema is not None and ck["ema"] is not None:
-                self.ema.load_state_dict(ck["ema"], int(meta.get("ema_updates", 0)))
-            for name, opt in self.optimizers.items():
-                opt.load_state_dict(unflatten_optimizer(ck["state"], meta["optimizers"][name], name))
-        except (RuntimeError, KeyError, ValueError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise CheckpointError(f"checkpoint {ck.get('path')} does not fit this model and config: {first}") from None
-        if self.scaler is not None and "scaler" in meta:
-            self.scaler.load_state_dict(meta["scaler"])
-        if "rng.torch" in ck["state"]:
-            torch.set_rng_state(ck["state"]["rng.torch"])
-        self.step = self.saved_step = int(meta["step"])
-        # The batch counter is global, so a run saved at one world size continues at another.
-        self.batches = int(meta["batches"])
-        self.elapsed = float(meta["elapsed"])
-        return True
-
-    # ----------------------------------------------------------------- samples
-
-    @torch.no_grad()
-    def sample_images(self, n: int, seed: int | None = None) -> torch.Tensor:
-        """n samples from the model (EMA weights when on) with a fixed generator; (n, C, H, W) in [0, 1]."""
-        g = torch.Generator(device=self.device).manual_seed(self.config.seed if seed is None else seed)
-        labels = None
-        if getattr(self.model, "conditional", False):
-            k = int(self.model.config.num_classes)
-            labels = torch.arange(n, device=self.device) % k
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with self.ema.swapped_in(self.model) if self.ema else contextlib.nullcontext():
-                return self.model.sample(n, generator=g, labels=labels).float()
-        finally:
-            self.model.train(was_training)
-
-    def save_samples(self, tag: str) -> None:
-        if self.run_dir is None or not self.is_main or self.config.grid == 0:
-            return
-        from genmodels.viz import save_grid
-
-        k = self.config.grid
-        imgs = self.sample_images(k * k)
-        grid = save_grid(imgs, self.run_dir / "samples" / f"{tag}.png", nrow=k)
-        if self.logger is not None:
-            self.logger.image("samples", grid, self.step)
-
-    def watch_classes(self) -> dict[str, float] | None:
-        """Class coverage of ``monitor_classes`` fresh samples; warns when it falls (mode collapse).
-
-        Logged as ``class_coverage`` (share of classes produced at least a quarter as often as in the
-        data) and ``class_kl`` (KL of the sample class histogram from the data's, nats). The warning
-        fires when coverage drops 0.2 or more below the best seen in this run.
-        """
-        if self.monitor is None or not self.config.monitor_classes or not self.is_main:
-            return None
-        imgs = self.sample_images(self.config.monitor_classes, seed=self.config.seed + 0x5EED)
-        stats = self.monitor(imgs)
-        cov = stats["class_coverage"]
-        if cov <= self.best_coverage - 0.2 + 1e-9:
-            msg = (
-                f"warning: possible mode collapse at step {self.step}: samples cover {cov:.0%} of the classes "
-                f"(best so far {max(self.best_coverage, cov):.0%}, class KL {stats['class_kl']:.2f} nats); "
-                "see samples/ and consider a lower learning rate, spectral norm (model.spectral_norm=true) "
-                "or the wgan-gp loss"
-            )
-            print(msg, file=sys.stderr, flush=True)
-        self.best_coverage = max(self.best_coverage, cov)
-        if self.logger is not None:
-            self.logger.log({"step": self.step, "time": round(self.elapsed, 3), **stats})
-        return stats
+        return self.budget.done(self.step, elapsed)
 
     # ----------------------------------------------------------------- the loop
 
@@ -502,7 +287,7 @@ class Trainer:
             with interrupted:
                 while (stopped := self._agree_stop(interrupted.hit)) is None:
                     t0 = time.monotonic()
-                    lr = self._set_lr(self.elapsed)
+                    lr = self._set_lr()
                     torch.manual_seed(derive_seed(c.seed, self.step, self.rank))
                     b0 = self.batches
                     self.measure_norms = win_steps == 0
@@ -522,14 +307,26 @@ class Trainer:
                         window, counts, win_steps, win_imgs, win_time = {}, {}, 0, 0, 0.0
                     if bar is not None:
                         bar.update(1)
-                    self._periodic()
+                    # Once the step budget is fixed, checkpoint at once: a resume from here on reads it back.
+                    self._periodic(save_now=self.budget.observe(self.step, self.elapsed))
                     self.elapsed = elapsed0 + time.monotonic() - start
-            if win_steps:
-                self._log(window, counts, win_imgs, win_time, self._set_lr(self.elapsed), bar)
-            if stopped != "interrupt":
-                self.fit_to_data()
-            self.save()
-            self.save_samples("final" if stopped != "interrupt" else f"step-{self.step:08d}")
+                if win_steps:
+                    self._log(window, counts, win_imgs, win_time, self._set_lr(), bar)
+                if stopped != "interrupt":
+                    self.fit_to_data()
+                self.save()
+                # The checkpoint is safe: a signal from here on stops the end-of-run grid at once.
+                interrupted.immediate = True
+                try:
+                    self.save_samples("final" if stopped != "interrupt" else f"step-{self.step:08d}")
+                except KeyboardInterrupt:
+                    stopped = "interrupt"
+                    print(
+                        f"interrupted while drawing the end-of-run sample grid; the checkpoint of step {self.step} "
+                        "is saved",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         finally:
             if bar is not None:
                 bar.close()
@@ -537,52 +334,40 @@ class Trainer:
                 self.logger.close()
         return TrainResult(self.step, self.elapsed, self.history[-1] if self.history else {}, stopped or "steps")
 
-    def fit_to_data(self) -> None:
-        """Let a model that fits something to the data after training do so (a VAE's mixture prior
-        over its aggregate posterior: ``model.fit_to_data(images, labels, generator=)``) before the
-        final checkpoint. Its time counts as training time. With EMA the fit is made once, for the EMA
-        weights (what sampling and evaluation use), and what it changed is copied to the raw weights,
-        whose encoder differs from the EMA's only by the last steps' drift."""
-        fit = getattr(self.model, "fit_to_data", None)
-        if not callable(fit):
-            return
-        t0 = time.monotonic()
-        was_training = self.model.training
-        self.model.eval()
-        seed = derive_seed(self.config.seed, self.step, 0xF17)
-        try:
-            if self.ema is None:
-                fit(self.images, self.labels, generator=torch.Generator().manual_seed(seed))
-            else:
-                with self.ema.swapped_in(self.model):
-                    before = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                    fit(self.images, self.labels, generator=torch.Generator().manual_seed(seed))
-                    fitted = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                self.ema.load_state_dict(fitted, self.ema.updates)
-                changed = {k: v for k, v in fitted.items() if not torch.equal(v, before[k])}
-                self.model.load_state_dict(changed, strict=False)
-        finally:
-            self.model.train(was_training)
-        self.elapsed += time.monotonic() - t0
-
     def _agree_stop(self, interrupted: bool) -> str | None:
         """Why to stop before the next step, or None; the same answer on every process."""
-        stopped = self.done(self.elapsed)
-        if self.world > 1:  # elapsed times and signals differ between processes: act on the first
-            time_up, hit = distributed.agree([float(stopped == "time"), float(interrupted)], self.device)
-            stopped = stopped or ("time" if time_up else None)
+        if self.world > 1:
+            # Elapsed times and signals differ between processes: the step budget is rank 0's (the others
+            # contribute -1 to the maximum), and a signal or the hard time limit on any process stops all.
+            total = self.budget.total if self.is_main and self.budget.total is not None else -1
+            hard = self.max_time_overrun()
+            agreed_total, time_up, hit = distributed.agree([float(total), float(hard), float(interrupted)], self.device)
+            self.budget.total = int(agreed_total) if agreed_total >= 0 else None
+            stopped = self.done(self.elapsed) or ("time" if time_up else None)
             interrupted = bool(hit)
+        else:
+            stopped = self.done(self.elapsed)
+        if stopped == "time" and self.max_time_overrun():
+            print(
+                f"warning: stopped at {HARD_LIMIT:g}x --max-time after {self.step} of the {self.budget.total} steps "
+                "its warm-up measured: the machine slowed down; the schedule was cut short",
+                file=sys.stderr,
+            )
         if stopped is None and interrupted:
             return "interrupt"
         return stopped
 
-    def _periodic(self) -> None:
+    def max_time_overrun(self) -> bool:
+        c = self.config
+        return c.max_time is not None and self.elapsed >= HARD_LIMIT * 60.0 * c.max_time
+
+    def _periodic(self, save_now: bool = False) -> None:
         c = self.config
         if c.sample_every and self.step % c.sample_every == 0:
             self.save_samples(f"step-{self.step:08d}")
             self.watch_classes()
         due_time = c.ckpt_minutes and time.monotonic() - self._last_ckpt_time > 60.0 * c.ckpt_minutes
-        if (c.ckpt_every and self.step % c.ckpt_every == 0) or due_time:
+        if (c.ckpt_every and self.step % c.ckpt_every == 0) or due_time or save_now:
             self.save()
 
     def _log(
@@ -630,10 +415,12 @@ class _InterruptFlag:
 
     def __init__(self) -> None:
         self.hit = False
+        self.immediate = False  # set once the final checkpoint is written: then the first signal interrupts
         self._old: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
-        if self.hit:
+        if self.hit or self.immediate:
+            self.hit = True
             raise KeyboardInterrupt
         self.hit = True
 
@@ -646,8 +433,3 @@ class _InterruptFlag:
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
-
-
-def images_tensor(images: np.ndarray) -> torch.Tensor:
-    """A uint8 (N, C, H, W) numpy array as a torch tensor without copying."""
-    return torch.from_numpy(np.ascontiguousarray(images))

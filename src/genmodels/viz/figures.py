@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from genmodels.errors import GenmodelsError
+from genmodels.models.base import Decodable, Encodable, default_labels, is_conditional
 from genmodels.viz.grid import save_grid
 from genmodels.viz.plots import plot_latent_scatter
 
@@ -21,25 +22,24 @@ def _batches(x: torch.Tensor, size: int = 500) -> list[torch.Tensor]:
     return [x[i : i + size] for i in range(0, len(x), size)]
 
 
-def _needs(model: Any, *methods: str, what: str) -> None:
-    missing = [m for m in methods if not callable(getattr(model, m, None))]
-    if missing:
-        raise GenmodelsError(
-            f"{what} needs a model with {', '.join(missing)}; this model has none (try genmodels sample)"
-        )
+def _needs(model: Any, capability: type, what: str) -> None:
+    if not isinstance(model, capability):
+        needs = {"Encodable": "an encoder", "Decodable": "a latent space to decode"}.get(capability.__name__)
+        raise GenmodelsError(f"{what} needs a model with {needs}; this model has none (try genmodels sample)")
 
 
-def _labels_kw(model: Any, y: torch.Tensor | None) -> dict[str, Any]:
-    return {"y": y} if getattr(model, "conditional", False) else {}
+def _labels(model: Any, y: torch.Tensor | None) -> torch.Tensor | None:
+    """The labels a conditional model's encode/decode take; None for an unconditional model."""
+    return y if is_conditional(model) else None
 
 
 @torch.no_grad()
 def reconstruction_sheet(model: Any, x: torch.Tensor, y: torch.Tensor | None, path: str | os.PathLike) -> torch.Tensor:
     """Rows of originals over their reconstructions; x (N, C, H, W) in [0, 1]. Returns the reconstructions."""
-    _needs(model, "reconstruct", what="reconstruct")
+    _needs(model, Encodable, "reconstruct")
     dev = next(model.parameters()).device
     x = x.to(dev)
-    rec = model.reconstruct(x, **_labels_kw(model, y.to(dev) if y is not None else None)).float()
+    rec = model.reconstruct(x, _labels(model, y.to(dev) if y is not None else None)).float()
     per_row = min(len(x), 10)
     rows = []
     for i in range(0, len(x), per_row):
@@ -80,27 +80,26 @@ def interpolation_sheet(
     path is straight (the encoder's codes are not prior draws); otherwise two prior draws are joined
     by slerp.
     """
-    _needs(model, "decode", what="interpolate")
+    _needs(model, Decodable, "interpolate")
     dev = next(model.parameters()).device
     t = torch.linspace(0, 1, steps, device=dev)
-    kw: dict[str, Any] = {}
-    if x is not None and callable(getattr(model, "encode", None)):
+    y_path = None
+    if x is not None and isinstance(model, Encodable):
         x = x[: 2 * pairs].to(dev)
         yy = y[: 2 * pairs].to(dev) if y is not None else None
-        z = model.encode(x, **_labels_kw(model, yy))
+        z = model.encode(x, _labels(model, yy))
         a, b = z[0::2], z[1::2]
         path_z = a[:, None] + t[None, :, None] * (b - a)[:, None]
-        if getattr(model, "conditional", False) and yy is not None:
-            kw["y"] = yy[0::2].repeat_interleave(steps)  # each row keeps its first image's class
+        if is_conditional(model) and yy is not None:
+            y_path = yy[0::2].repeat_interleave(steps)  # each row keeps its first image's class
     else:
         d = int(model.latent_dim)
         a = torch.randn(pairs, d, generator=generator, device=dev)
         b = torch.randn(pairs, d, generator=generator, device=dev)
         path_z = slerp(a, b, t)
-        if getattr(model, "conditional", False):
-            k = int(model.config.num_classes)
-            kw["y"] = (torch.arange(len(a), device=dev) % k).repeat_interleave(steps)
-    imgs = model.decode(path_z.reshape(-1, path_z.shape[-1]), **kw).float()
+        labels = default_labels(model, len(a), dev)
+        y_path = labels.repeat_interleave(steps) if labels is not None else None
+    imgs = model.decode(path_z.reshape(-1, path_z.shape[-1]), y_path).float()
     save_grid(imgs.cpu(), path, nrow=steps)
 
 
@@ -114,14 +113,14 @@ def latent_scatter(
     title: str = "",
 ) -> np.ndarray:
     """Encode a test set with a 2-D latent and scatter it coloured by class; returns the codes."""
-    _needs(model, "encode", what="a latent scatter")
-    if int(getattr(model, "latent_dim", 0)) != 2:
+    _needs(model, Encodable, "a latent scatter")
+    if int(model.latent_dim) != 2:
         raise GenmodelsError("a latent scatter needs latent_dim=2; train with --set model.latent_dim=2")
     dev = next(model.parameters()).device
     codes = []
     for i, xb in enumerate(_batches(x)):
         yb = y[i * 500 : (i + 1) * 500].to(dev) if y is not None else None
-        codes.append(model.encode(xb.to(dev), **_labels_kw(model, yb)).float().cpu())
+        codes.append(model.encode(xb.to(dev), _labels(model, yb)).float().cpu())
     z = torch.cat(codes).numpy()
     plot_latent_scatter(z, y.numpy() if y is not None else None, classes, path, title)
     return z
@@ -142,8 +141,8 @@ def manifold_sheet(
     """
     from scipy.stats import norm
 
-    _needs(model, "decode", what="a manifold sheet")
-    if int(getattr(model, "latent_dim", 0)) != 2:
+    _needs(model, Decodable, "a manifold sheet")
+    if int(model.latent_dim) != 2:
         raise GenmodelsError("a manifold sheet needs latent_dim=2; train with --set model.latent_dim=2")
     dev = next(model.parameters()).device
     if codes is not None:
@@ -153,7 +152,7 @@ def manifold_sheet(
         g0 = norm.ppf(np.linspace(0.05, 0.95, n))
         g1 = norm.ppf(np.linspace(0.95, 0.05, n))
     zz = torch.tensor([[a, b] for b in g1 for a in g0], dtype=torch.float32, device=dev)
-    kw: dict[str, Any] = {}
-    if getattr(model, "conditional", False):
-        kw["y"] = torch.full((len(zz),), 0 if label is None else label, dtype=torch.long, device=dev)
-    save_grid(model.decode(zz, **kw).float().cpu(), path, nrow=n, scale=1)
+    y = None
+    if is_conditional(model):
+        y = torch.full((len(zz),), 0 if label is None else label, dtype=torch.long, device=dev)
+    save_grid(model.decode(zz, y).float().cpu(), path, nrow=n, scale=1)

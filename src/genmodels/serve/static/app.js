@@ -131,11 +131,14 @@ function runTable(runs) {
     const metrics = Object.entries(r.metrics).map(([k, v]) => `${k} ${fmt(v)}`).join(", ");
     const ev = r.eval ? Object.entries(r.eval).filter(([k]) => k in EVAL_NAMES)
       .map(([k, v]) => `${EVAL_NAMES[k]} ${fmt(v)}`).join(", ") || "evaluated" : "–";
-    return el("tr", { class: "run-row" },
-      el("td", {}, runLink(r.id)), el("td", {}, r.model_name || "?"), el("td", {}, r.family || "?"),
+    // A damaged run (a file refused or unreadable) stays listed, marked, with the reason under its name.
+    const status = r.damaged ? "damaged" : r.status;
+    return el("tr", { class: r.damaged ? "run-row damaged" : "run-row", "data-run": r.id },
+      el("td", {}, runLink(r.id), r.damaged ? el("div", { class: "error damage" }, r.damaged) : null),
+      el("td", {}, r.model_name || "?"), el("td", {}, r.family || "?"),
       el("td", {}, r.dataset || "?"), el("td", { class: "num" }, fmt(r.steps)),
       el("td", { class: "num" }, fmtTime(r.wall_time_s)),
-      el("td", { class: "status-" + r.status }, r.status),
+      el("td", { class: r.damaged ? "status-damaged error" : "status-" + status, title: r.damaged }, status),
       el("td", { class: "metrics" }, metrics || "–"), el("td", { class: "metrics" }, ev));
   });
   return el("table", { id: "runs-table" }, el("thead", {}, el("tr", {}, head.map((h) => el("th", {}, h)))),
@@ -176,6 +179,7 @@ async function showRun(id) {
       el("span", {}, el("b", {}, "steps "), fmt(s.steps)), el("span", {}, el("b", {}, "wall time "), fmtTime(s.wall_time_s)),
       el("span", { class: "status-" + s.status }, el("b", {}, "status "), s.status),
       el("span", {}, el("b", {}, "parameters "), fmt((data.meta || {}).parameters))));
+  if (s.damaged) page.append(el("p", { class: "error", id: "run-damaged" }, "This run is damaged: " + s.damaged));
   if (data.eval) {
     page.append(el("section", { class: "card", id: "eval" }, el("h2", {}, "Evaluation (eval.json)"),
       el("pre", {}, data.eval.lines.join("\n") || JSON.stringify(data.eval.summary, null, 1))));
@@ -299,16 +303,26 @@ async function fill(img, url, timing, error) {
   }
 }
 
+// One control per sampling option the model declares: a menu for a fixed set of choices, else a text field
+// (the server types and checks it); left blank or on "default", the model's own default applies.
+function optionControl(o) {
+  const hint = o.help + (o.minimum !== null ? ` (${o.type}, at least ${o.minimum})` : ` (${o.type})`);
+  const control = o.choices
+    ? el("select", { class: "opt", name: o.name, title: hint },
+      el("option", { value: "" }, "default"), o.choices.map((c) => el("option", { value: c }, c)))
+    : el("input", { type: "text", class: "opt", name: o.name, placeholder: "default", title: hint });
+  return labelled(o.name, control);
+}
+
 function generateSection(base, info, stepPicker, common) {
-  const opts = info.sample_options.map((o) => labelled(o.name + (o.default !== null ? ` (${o.default})` : ""),
-    el("input", { type: "text", class: "opt", name: o.name, placeholder: o.default === null ? "default" : String(o.default) })));
+  const opts = info.sample_options.map(optionControl);
   const img = el("img", { class: "pix", id: "gen-img", hidden: true, alt: "generated samples" });
   const timing = el("span", { class: "timing", id: "gen-timing" }), error = el("p", { class: "error", id: "gen-error" });
   const seed = numberInput("seed", 0, { id: "gen-seed", min: 0 }), n = numberInput("n", 16, { id: "gen-n", min: 1, max: 64 });
   const picker = classPicker(info, "gen-class", "all (cycled)");
   const go = async () => {
     const params = Object.assign(common(), { n: n.value, seed: seed.value, class: pickedClass(picker) });
-    for (const o of sec.querySelectorAll("input.opt")) params["opt." + o.name] = o.value;
+    for (const o of sec.querySelectorAll(".opt")) params["opt." + o.name] = o.value;
     await fill(img, `/api/generate.png?${base}&${query(params)}`, timing, error);
     img.style.width = Math.min(8, +params.n) * 48 + "px";
   };
