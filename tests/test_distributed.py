@@ -132,3 +132,14 @@ def test_every_family_trains_under_torchrun(name, tmp_path):
     ck = final(tmp_path / "r")
     assert ck["meta"]["step"] == 4 and ck["meta"]["world"] == 2
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+def test_a_time_limited_run_agrees_on_rank_0s_step_budget(tmp_path):
+    """Under --max-time each process times its own warm-up; the run takes rank 0's budget on every process,
+    stops there on all of them together, and stores it in the checkpoint."""
+    out = tmp_path / "timed"
+    r = genmodels(2, "train", "mlp-vae", *COMMON, "--max-time", "0.1", "--out", str(out), *tiny_sets("mlp-vae"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    meta = final(out)["meta"]
+    assert meta["budget"]["max_time"] == 0.1 and meta["budget"]["total"] == meta["step"] > 0
+    assert read_meta(out)["status"] == "finished" and read_meta(out)["world_size"] == 2
