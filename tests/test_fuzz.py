@@ -2,14 +2,18 @@
 
 Every case runs the real CLI entry point in-process. The promise: never a traceback (any exception
 escaping ``main`` fails the test), and a rejected input is exactly one ``error:`` line with exit code 2.
-Inputs that happen to be valid may train (one step on a few images) and exit 0.
+Inputs that happen to be valid may train (one step on a few images) and exit 0. The last test checks what
+the cases did as a whole: every one ran to its check, and they reached many different checks (a CLI that
+refused everything with one early error would pass each case, not that).
 """
 
 from __future__ import annotations
 
 import gzip
 import random
+import re
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,6 +33,7 @@ FAST = [
     "train.log_every=1",
 ]
 SEEDS = {"configs": 70, "argv": 70, "idx": 40, "npz": 40}  # 220 cases
+OUTCOMES: dict[str, list[tuple[int, str]]] = {kind: [] for kind in SEEDS}  # (exit code, error line) per case run
 
 
 def run_main(argv: list[str], capsys) -> tuple[int, str]:
@@ -37,12 +42,12 @@ def run_main(argv: list[str], capsys) -> tuple[int, str]:
     return code, err
 
 
-def check(code: int, err: str, argv: list[str]) -> None:
-    if code == 0:
-        return
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert code == 2, (code, argv, err)
-    assert len(lines) == 1 and lines[0].startswith("error: "), (argv, err)
+def check(kind: str, code: int, err: str, argv: list[str]) -> None:
+    if code != 0:
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert code == 2, (code, argv, err)
+        assert len(lines) == 1 and lines[0].startswith("error: "), (argv, err)
+    OUTCOMES[kind].append((code, lines[0] if code else ""))
 
 
 def _value(rng: random.Random, depth: int = 0):
@@ -117,7 +122,7 @@ def test_malformed_configs(seed, tmp_path, capsys):
         "--set",
         "data.limit=64",
     ]
-    check(*run_main(argv, capsys), argv)
+    check("configs", *run_main(argv, capsys), argv)
 
 
 TOKENS = [
@@ -188,7 +193,7 @@ def test_malformed_command_lines(seed, tmp_path, capsys, monkeypatch):
         code, err = run_main(argv, capsys)
     except SystemExit as e:  # argparse's own exit for --help (0) or a usage error (2)
         code, err = int(e.code or 0), capsys.readouterr().err
-    check(code, err, argv)
+    check("argv", code, err, argv)
 
 
 def _idx_bytes(rng: random.Random, kind: str) -> bytes:
@@ -243,7 +248,7 @@ def test_malformed_idx_files(seed, tmp_path, capsys):
     ]
     code, err = run_main(argv, capsys)
     assert code == 2, "a malformed IDX file must never be used"
-    check(code, err, argv)
+    check("idx", code, err, argv)
     assert "train-" in err, "the error must name the file"
 
 
@@ -282,8 +287,29 @@ def test_malformed_npz_files(seed, tmp_path, capsys):
     else:
         np.savez(f, **_npz_arrays(rng))
     argv = ["train", "mlp-ae", "--dataset", f"npz:{f}", "--out", str(tmp_path / "r"), *FAST]
-    check(*run_main(argv, capsys), argv)
+    check("npz", *run_main(argv, capsys), argv)
 
 
-def test_the_fuzz_suite_has_at_least_200_cases():
-    assert sum(SEEDS.values()) >= 200
+def kind_of_error(line: str) -> str:
+    """Which check refused: an error line's first words before any detail, particulars (quoted values,
+    paths, numbers) blanked, e.g. "unknown config section", "argument --seed", "_ not an"."""
+    body = re.sub(r"'[^']*'|\"[^\"]*\"|/\S*|-?\d[\w.+-]*", "_", line.removeprefix("error: "))
+    return " ".join(re.split(r"[:;(]", body, maxsplit=1)[0].split()[:3])
+
+
+# Different checks each kind of case must reach: about half of the 7, 14, 4 and 7 that they reach today.
+MIN_CHECKS = {"configs": 4, "argv": 7, "idx": 3, "npz": 4}
+
+
+def test_every_case_ran_and_the_cases_reached_many_different_checks(request):
+    """Runs after the cases (pytest keeps file order); only where this session selected all of them."""
+    selected = sum(1 for item in request.session.items if item.path == Path(__file__) and item is not request.node)
+    if selected < sum(SEEDS.values()):
+        pytest.skip(f"{selected} of the {sum(SEEDS.values())} fuzz cases selected: run the whole file")
+    ran = {kind: len(outcomes) for kind, outcomes in OUTCOMES.items()}
+    assert ran == SEEDS, f"cases that did not reach their check: {ran} of {SEEDS}"
+    for kind, outcomes in OUTCOMES.items():
+        checks = {kind_of_error(msg) for code, msg in outcomes if code == 2}
+        assert len(checks) >= MIN_CHECKS[kind], (kind, sorted(checks))
+    for kind in ("configs", "argv", "npz"):  # some inputs are valid: the CLI does not refuse everything
+        assert any(code == 0 for code, _ in OUTCOMES[kind]), kind

@@ -1,4 +1,8 @@
-"""genmodels' Linear: nn.Linear's function, on oneDNN for fp32 CPU tensors, with exact-enough gradients."""
+"""genmodels' Linear: nn.Linear's function, on oneDNN for fp32 CPU tensors, with exact-enough gradients.
+
+These tests pin the oneDNN path itself (``GENMODELS_FASTPATHS=on``); whether a machine takes it, and the
+fallback when the op is missing, wrong or slower, are tests/test_fastpaths.py's.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
+from genmodels.device import fast_path, forget_fast_paths
 from genmodels.nets.linear import MIN_MACS, Linear, linear, onednn_linear
 
 X86 = platform.machine() in {"x86_64", "AMD64"}
+
+
+@pytest.fixture(autouse=True)
+def _onednn_wherever_it_exists(monkeypatch):
+    monkeypatch.setenv("GENMODELS_FASTPATHS", "on")
+    forget_fast_paths()
+    fast_path("onednn_linear")  # decided here, not inside a test's profiler (the check runs F.linear)
+    yield
+    forget_fast_paths()
 
 
 def ops_run(fn) -> set[str]:

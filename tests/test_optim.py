@@ -1,14 +1,31 @@
-"""LeanAdam: torch's fused Adam, bit for bit, with its short path taken."""
+"""LeanAdam: torch's fused Adam, bit for bit, with its short path taken.
+
+These tests pin the short path itself (``GENMODELS_FASTPATHS=on``); whether a machine takes it, and the
+fallback when the kernel is missing, wrong or slower, are tests/test_fastpaths.py's.
+"""
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 
+import pytest
 import torch
 from torch import nn
 
+from genmodels.device import fast_path, fast_paths, forget_fast_paths
 from genmodels.training.optim import LeanAdam
+
+
+@pytest.fixture(autouse=True)
+def _short_path_wherever_it_exists(monkeypatch):
+    monkeypatch.setenv("GENMODELS_FASTPATHS", "on")
+    forget_fast_paths()
+    # Decided here, not at a test's first step: the check steps optimizers of its own, which would count.
+    assert fast_path("lean_adam"), fast_paths()["lean_adam"]["why"]
+    yield
+    forget_fast_paths()
 
 
 def twins(weight_decay: float = 0.0, groups: bool = False) -> tuple[nn.Module, nn.Module, LeanAdam, torch.optim.Adam]:
@@ -66,14 +83,45 @@ def test_the_short_path_is_taken_after_the_first_step_and_not_with_hooks(monkeyp
     assert len(calls) == 3  # with a hook registered, torch's path runs so the hook is honoured
 
 
-def test_state_dict_round_trips_through_plain_adam():
-    a, b, lean, _ = twins()
+def same_state(a: torch.optim.Optimizer, b: torch.optim.Optimizer) -> None:
+    """Bit-for-bit equal per-parameter state (step, exp_avg, exp_avg_sq) and parameters."""
+    sa, sb = a.state_dict()["state"], b.state_dict()["state"]
+    assert sa.keys() == sb.keys() and sa
+    for k in sa:
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(sa[k][key], sb[k][key]), (k, key)
+    for p, q in zip(a.param_groups[0]["params"], b.param_groups[0]["params"], strict=True):
+        assert torch.equal(p, q)
+
+
+def test_state_dict_round_trips_through_plain_adam(monkeypatch):
+    """A LeanAdam's state saved to bytes and loaded into a LeanAdam and into torch's Adam: the same values,
+    and training on from them gives the same updates, bit for bit, as a run that was never saved."""
+    a, b, lean, ref = twins()
     train(a, lean, 5)
-    again = LeanAdam(b.parameters(), lr=1e-2, betas=(0.5, 0.999), fused=True)
-    again.load_state_dict(lean.state_dict())
-    plain = torch.optim.Adam(b.parameters(), lr=1e-2, betas=(0.5, 0.999), fused=True)
-    plain.load_state_dict(lean.state_dict())
-    assert again.state_dict()["state"].keys() == plain.state_dict()["state"].keys()
+    train(b, ref, 5)
+    same_state(lean, ref)
+    buf = io.BytesIO()
+    torch.save({"model": a.state_dict(), "opt": lean.state_dict()}, buf)
+    resumed = []
+    for cls in (LeanAdam, torch.optim.Adam):
+        buf.seek(0)
+        saved = torch.load(buf, weights_only=True)
+        model = twins()[0]
+        model.load_state_dict(saved["model"])
+        opt = cls(model.parameters(), lr=1e-2, betas=(0.5, 0.999), fused=True)
+        opt.load_state_dict(saved["opt"])
+        same_state(opt, lean)
+        resumed.append((model, opt))
+    torch_steps = []
+    real_step = torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda s, c=None: torch_steps.append(type(s)) or real_step(s, c))
+    train(b, ref, 7)  # the run that was never saved
+    for model, opt in resumed:
+        train(model, opt, 7)
+        same_state(opt, ref)
+        assert all(torch.equal(p, q) for p, q in zip(model.parameters(), b.parameters(), strict=True))
+    assert LeanAdam not in torch_steps  # the resumed LeanAdam took its short path from the first step on
 
 
 def test_hooks_run_in_a_process_that_never_made_a_plain_adam():
