@@ -181,8 +181,8 @@ def kill_during_final_save(run: Path, steps: int, rng: random.Random) -> dict[st
     p = _start(["train", "--resume", str(run), "--no-progress"])
     deadline = time.monotonic() + 300
     while p.poll() is None and time.monotonic() < deadline:
-        if any(n.startswith(".tmp-step-") or n not in before for n in (q.name for q in ckpts.iterdir())):
-            break  # the final save has started (its temporary directory) or just landed
+        if any(q.name not in before for q in ckpts.iterdir()):
+            break  # the final save has started (a new temporary directory) or just landed
         time.sleep(0.0005)
     time.sleep(rng.uniform(0.0, 0.05))
     killed = p.poll() is None
@@ -192,7 +192,8 @@ def kill_during_final_save(run: Path, steps: int, rng: random.Random) -> dict[st
     names = sorted(q.name for q in ckpts.iterdir())
     step = check_readable(run)  # raises when latest names a missing or incomplete checkpoint
     assert step == steps, (step, names)
-    return {"killed": killed, "latest": (ckpts / "latest").read_text().strip(), "entries": names}
+    new = sorted(set(names) - before)
+    return {"killed": killed, "latest": (ckpts / "latest").read_text().strip(), "entries": names, "new": new}
 
 
 def main() -> None:
