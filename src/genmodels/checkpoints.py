@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import re
@@ -38,6 +37,7 @@ from safetensors.torch import load_file, save_file
 
 from genmodels import safeio
 from genmodels.errors import CheckpointError
+from genmodels.safeio import sha256_file
 
 FORMAT = 1
 LATEST = "latest"
@@ -81,14 +81,6 @@ def step_dir(ckpt_root: Path, step: int) -> Path | None:
     """The newest complete checkpoint directory of ``step``, or None."""
     dirs = [p for p in checkpoint_dirs(ckpt_root) if parse_step_name(p.name)[0] == step and is_complete(p)]
     return dirs[-1] if dirs else None
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -17,6 +17,7 @@ Error messages never quote the refused file's contents.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -135,3 +136,12 @@ def check_regular(
     """
     os.close(open_regular(path, root, limit=limit, what=what))
     return confine(path, root, what) if root is not None else Path(path)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB chunks (checkpoints, feature-net weights)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -32,6 +32,7 @@ from torch import nn
 
 from genmodels.errors import ConfigError, GenmodelsError
 from genmodels.nets.linear import Linear
+from genmodels.safeio import sha256_file
 
 #: Datasets whose horizontal mirror image is still an image of the same class (clothes, objects),
 #: so training may flip them; digits and characters are not mirror-symmetric.
@@ -298,11 +299,8 @@ def _file_stem(dataset: str) -> str:
 
 
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """The SHA-256 of a weights file (``safeio.sha256_file``)."""
+    return sha256_file(path)
 
 
 def shipped_feature_nets() -> dict[str, dict[str, Any]]:
