@@ -1,4 +1,4 @@
-"""Evaluation benchmarks of issue 3.
+"""Evaluation benchmarks of issues 3 and 11.
 
 speed    Point 5: features and every metric for n samples of MNIST-sized images (target: under 60 s on
          2 cores for 10,000), split into the one-off reference statistics (cached afterwards) and the
@@ -8,11 +8,17 @@ compare  Point 6: train `genmodels train vae --max-time MINUTES` on Fashion-MNIS
          training included), one after the other, then score both with the same protocol and print
          FID / KID / precision / recall / coverage side by side. The target: the default vae's FID at
          least 1.5x lower than the loop's, and higher recall.
+plain    Issue 11, point 3: the wall time of a plain `genmodels evaluate RUN` of each run given (target: about a
+         minute on 2 cores for every family), its CPU time (the machine's other load inflates wall time, not
+         CPU time) and what it computed: samples (and why fewer than 10,000), the likelihood estimate, whether
+         the sample metrics ran. Runs one after the other, each in a fresh process, with a warm reference cache
+         (a first evaluation on a dataset also computes the test split's reference statistics, once).
 
 usage:
   python benchmarks/bench_eval.py speed [-n 10000] [--dataset fashion-mnist]
   python benchmarks/bench_eval.py compare [--minutes 5] [--out runs/bench-compare] [-n 10000]
   python benchmarks/bench_eval.py compare --skip-train --out runs/bench-compare   # re-score existing outputs
+  python benchmarks/bench_eval.py plain runs/autoencoder runs/vae runs/gan runs/diffusion runs/pixelcnn
 """
 
 from __future__ import annotations
@@ -127,6 +133,48 @@ def compare(minutes: float, out: Path, n: int, skip_train: bool) -> dict:
     return {"fid_ratio": ratio, "baseline": b["fid"], "vae": v["fid"], "met": ok_fid and ok_rec}
 
 
+def plain(run_dirs: list[Path], warm: bool) -> list[dict]:
+    """Time `genmodels evaluate RUN` (no flags but --no-progress) for each run; print one table row each."""
+    rows = []
+    if warm and run_dirs:  # fill the reference cache of each dataset with the same code, untimed
+        for run in run_dirs:
+            _evaluate(run)
+    print(f"{'family':<12}{'model':<18}{'wall s':>8}{'CPU s':>8}{'load':>6}  computed")
+    for run in run_dirs:
+        load0 = os.getloadavg()[0]
+        wall, cpu = _evaluate(run)
+        rep = json.loads((run / "eval.json").read_text())
+        lik = rep.get("likelihood")
+        what = [f"{rep['n']} samples" + (" (auto: fewer than 10,000)" if rep["n"] < 10000 else "")]
+        what.append("FID/KID/PRDC" if "fid" in rep else "no sample metrics (sampling too slow)")
+        what.append("pixel stats" if "pixel_stats" in rep else "no pixel stats")
+        if lik:
+            name = ", ".join(f"{k}={v}" for k, v in lik["options"].items())
+            what.append(f"NLL ({'/'.join(lik['nats'])}{', ' + name if name else ''}) on {lik['n']} images")
+        if "reconstruction_mse" in rep:
+            what.append(f"reconstruction MSE on {rep.get('reconstruction_n')}")
+        load = (load0 + os.getloadavg()[0]) / 2
+        print(f"{rep['family']:<12}{rep['model_name']:<18}{wall:>8.1f}{cpu:>8.1f}{load:>6.1f}  {'; '.join(what)}")
+        rows.append({"run": str(run), "wall_s": wall, "cpu_s": cpu, "load": load, "computed": what})
+    return rows
+
+
+def _evaluate(run: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds of `python -m genmodels evaluate RUN --no-progress` in a fresh process."""
+    import resource
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "genmodels", "evaluate", str(run), "--no-progress"], env=env,
+                       cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if r.returncode != 0:
+        raise SystemExit(f"evaluate {run} failed ({r.returncode}): {r.stderr.strip()[-500:]}")
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="what", required=True)
@@ -139,9 +187,14 @@ def main() -> None:
     c.add_argument("--out", default="runs/bench-compare")
     c.add_argument("-n", type=int, default=10000)
     c.add_argument("--skip-train", action="store_true")
+    pl = sub.add_parser("plain")
+    pl.add_argument("runs", nargs="+", type=Path)
+    pl.add_argument("--cold", action="store_true", help="skip the untimed first pass that fills the reference cache")
     a = p.parse_args()
     if a.what == "speed":
         speed(a.n, a.dataset, a.threads)
+    elif a.what == "plain":
+        plain(a.runs, warm=not a.cold)
     else:
         compare(a.minutes, Path(a.out), a.n, a.skip_train)
 

@@ -195,3 +195,17 @@ def test_every_module_imports_in_any_order(order):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr.strip().splitlines()[-3:]
 
+
+def test_no_capability_is_probed_with_getattr():
+    """What a model can do is a declared Protocol (models/base.py) checked with isinstance: no
+    ``getattr(model, "name", ...)``, ``hasattr(model, ...)`` or ``callable(getattr(...))`` probes anywhere."""
+    import re
+
+    probe = re.compile(r"""(getattr|hasattr)\([^,()]*model[^,()]*,\s*["']""")
+    hits = [
+        f"{path.relative_to(SRC)}:{i}: {line.strip()}"
+        for path in PKG.rglob("*.py")
+        for i, line in enumerate(path.read_text().splitlines(), 1)
+        if probe.search(line)
+    ]
+    assert not hits, "capability probes:\n" + "\n".join(hits)

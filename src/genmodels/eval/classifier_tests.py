@@ -58,6 +58,7 @@ def classifier_tests(
     seed: int = 0,
     device: str = "auto",
     generated: tuple[torch.Tensor, torch.Tensor] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """CAS and the augmentation experiment for one conditional generator.
 
@@ -69,6 +70,7 @@ def classifier_tests(
         small_per_class: real images per class in the augmentation experiment's small subset.
         epochs: passes over n_generated images; every classifier takes that many updates.
         generated: (images, labels) to use instead of calling sample_fn (e.g. already drawn).
+        progress: called with the number of the four classifiers trained so far.
 
     Returns:
         ``{"cas": accuracy trained on generated only, "real": accuracy trained on n_generated
@@ -92,10 +94,17 @@ def classifier_tests(
     n_gen = len(x_gen)
     x_test, y_test = torch.from_numpy(test_images), torch.from_numpy(test_labels)
 
+    fitted = 0
+
     def fit(x: torch.Tensor, y: torch.Tensor) -> float:
+        nonlocal fitted
         # Every classifier takes the same number of updates: epochs over n_gen images.
         ep = steps_epochs * n_gen / len(x)
-        return accuracy(train_classifier(x, y, epochs=ep, **common), x_test, y_test)
+        acc = accuracy(train_classifier(x, y, epochs=ep, **common), x_test, y_test)
+        fitted += 1
+        if progress is not None:
+            progress(fitted)
+        return acc
 
     cas = fit(x_gen, y_gen)
     real_idx = balanced_subset(train_labels, math.ceil(n_gen / num_classes), seed)[:n_gen]

@@ -2,7 +2,9 @@
 one PNG with each run's sample grid side by side.
 
 It only reads what ``genmodels evaluate`` wrote (``eval.json`` and ``eval_samples.png`` in each run),
-so it is instant and never re-scores anything.
+so it is instant and never re-scores anything. ``n`` is the number of samples each run was scored on
+(a plain ``evaluate`` draws fewer than 10,000 of a slow sampler; FIDs of different n are not comparable),
+``pixel TV`` the total-variation distance between the samples' and the test images' gray-level histograms.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from genmodels import safeio
 from genmodels.errors import GenmodelsError
 
 COLUMNS = (
@@ -21,11 +24,13 @@ COLUMNS = (
     "run",
     "steps",
     "train min",
+    "n",
     "FID",
     "KID x1e3",
     "precision",
     "recall",
     "coverage",
+    "pixel TV",
     "NLL",
     "s / 1k samples",
 )
@@ -39,8 +44,8 @@ def find_reports(runs_dir: str | os.PathLike) -> list[dict[str, Any]]:
     out = []
     for path in sorted(root.rglob("eval.json")):
         try:
-            rep = json.loads(path.read_text())
-        except (OSError, ValueError):
+            rep = safeio.read_json(path, path.parent, what="evaluation report")
+        except (OSError, safeio.FileRefused):
             continue
         if isinstance(rep, dict) and "dataset" in rep:
             rep["_dir"] = str(path.parent)
@@ -49,9 +54,14 @@ def find_reports(runs_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def _fmt(v: Any, spec: str) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+    """A number formatted, or "-" for a missing, non-finite or (in a hand-edited report) non-numeric value."""
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
         return "-"
-    return format(v, spec)
+    return format(round(v) if spec == "d" else v, spec)
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
 
 
 def _nll(rep: dict[str, Any]) -> str:
@@ -66,7 +76,8 @@ def _nll(rep: dict[str, Any]) -> str:
 def row(rep: dict[str, Any], root: Path) -> dict[str, str]:
     """One leaderboard row of formatted cells."""
     wall = rep.get("wall_time_s")
-    kid = rep.get("kid") or {}
+    kid = _dict(rep.get("kid"))
+    pixels = _dict(rep.get("pixel_stats"))
     try:
         run = str(Path(rep["_dir"]).relative_to(root))
     except ValueError:
@@ -76,12 +87,14 @@ def row(rep: dict[str, Any], root: Path) -> dict[str, str]:
         "model": str(rep.get("model_name", "-")),
         "run": run if run != "." else Path(rep["_dir"]).name,
         "steps": _fmt(rep.get("step"), "d"),
-        "train min": _fmt(wall / 60 if wall is not None else None, ".1f"),
+        "train min": _fmt(wall / 60 if isinstance(wall, int | float) else None, ".1f"),
+        "n": _fmt(rep.get("n"), "d"),
         "FID": _fmt(rep.get("fid"), ".2f"),
-        "KID x1e3": _fmt(kid.get("mean") * 1000 if kid.get("mean") is not None else None, ".2f"),
+        "KID x1e3": _fmt(kid["mean"] * 1000 if isinstance(kid.get("mean"), int | float) else None, ".2f"),
         "precision": _fmt(rep.get("precision"), ".3f"),
         "recall": _fmt(rep.get("recall"), ".3f"),
         "coverage": _fmt(rep.get("coverage"), ".3f"),
+        "pixel TV": _fmt(pixels.get("pixel_hist_tv"), ".4f"),
         "NLL": _nll(rep),
         "s / 1k samples": _fmt(rep.get("seconds_per_1000_samples"), ".2f"),
     }

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,11 @@ from genmodels.eval.metrics import feature_statistics, knn_radii, nearest_distan
 
 KS = (3, 5)  # the k of precision / recall and of density / coverage
 CACHE_VERSION = 1  # bump when what an entry holds changes
+# Images per feature / nearest-neighbour call, with a progress update after each: a multiple of the
+# feature nets' batches (500, Inception's 100), so a network sees the same batches as in one call.
+CHUNK = 1000
+
+Progress = Callable[[int], None]  # called with the number of images done
 
 
 @dataclass
@@ -82,13 +88,21 @@ def _try_load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | No
         return None
 
 
-def real_reference(net: FeatureNet, dataset: Any, *, n: int | None = None, use_cache: bool = True) -> Reference:
+def real_reference(
+    net: FeatureNet,
+    dataset: Any,
+    *,
+    n: int | None = None,
+    use_cache: bool = True,
+    progress: Progress | None = None,
+) -> Reference:
     """Features, FID statistics and k-NN radii of the first n images of a dataset split.
 
     Args:
         net: the feature network (its SHA-256 keys the cache; an unsaved network is never cached).
         dataset: an ImageDataset (``genmodels.load_dataset(name, split)``).
         n: how many images (the first n); None = all.
+        progress: called with the number of images whose features are done (not called on a cache hit).
     """
     n = len(dataset) if n is None else min(n, len(dataset))
     images = torch.from_numpy(dataset.images[:n])
@@ -103,7 +117,7 @@ def real_reference(net: FeatureNet, dataset: Any, *, n: int | None = None, use_c
         classes = t["classes"] if len(t["classes"]) else None
         return Reference(dataset.name, dataset.split, n, net.sha256, t["features"], classes, labels, mu, sigma,
                          radii, images)  # fmt: skip
-    feats, classes = net.features_and_classes(images)
+    feats, classes = features_and_classes(net, images, progress)
     mu, sigma = feature_statistics(feats)
     radii = knn_radii(feats, KS)
     ref = Reference(dataset.name, dataset.split, n, net.sha256, feats, classes, labels, mu, sigma, radii, images)
@@ -119,7 +133,9 @@ def real_reference(net: FeatureNet, dataset: Any, *, n: int | None = None, use_c
     return ref
 
 
-def train_nn_distances(ref: Reference, train_images: np.ndarray, *, use_cache: bool = True) -> torch.Tensor:
+def train_nn_distances(
+    ref: Reference, train_images: np.ndarray, *, use_cache: bool = True, progress: Progress | None = None
+) -> torch.Tensor:
     """Pixel-space distance from each reference image to its nearest training image (pixels in [0, 1]).
 
     Cached per (dataset, split, n, number of training images), since runs trained on a limited
@@ -131,17 +147,45 @@ def train_nn_distances(ref: Reference, train_images: np.ndarray, *, use_cache: b
     cached = _try_load(path) if use_cache else None
     if cached is not None and cached[1].get("dataset") == ref.dataset:
         return cached[0]["distance"]
-    dist = pixel_nn_distances(ref.images, train_images)
+    dist = pixel_nn_distances(ref.images, train_images, progress=progress)
     if use_cache:
         _atomic_save({"distance": dist}, path, {"dataset": ref.dataset, "split": ref.split, "n": ref.n})
     return dist
 
 
-def pixel_nn_distances(images: torch.Tensor, train_images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Euclidean distance (pixels in [0, 1]) from each image (N, C, H, W) to its nearest training image."""
-    a = _flat01(images)
+def features_and_classes(
+    net: FeatureNet, images: torch.Tensor, progress: Progress | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``net.features_and_classes`` of images (N, C, H, W) in chunks of CHUNK, reporting progress."""
+    if len(images) <= CHUNK:
+        out = net.features_and_classes(images)
+        if progress is not None:
+            progress(len(images))
+        return out
+    feats, classes = [], []
+    for i in range(0, len(images), CHUNK):
+        f, c = net.features_and_classes(images[i : i + CHUNK])
+        feats.append(f)
+        classes.append(c)
+        if progress is not None:
+            progress(min(i + CHUNK, len(images)))
+    return torch.cat(feats), (torch.cat(classes) if classes[0] is not None else None)
+
+
+def pixel_nn_distances(
+    images: torch.Tensor, train_images: np.ndarray | torch.Tensor, *, progress: Progress | None = None
+) -> torch.Tensor:
+    """Euclidean distance (pixels in [0, 1]) from each image (N, C, H, W) to its nearest training image.
+
+    In chunks of CHUNK images (the same with and without ``progress``, so the floats are too).
+    """
     b = _flat01(torch.as_tensor(train_images))
-    return nearest_distances(a, b)[0]
+    out = []
+    for i in range(0, len(images), CHUNK):
+        out.append(nearest_distances(_flat01(images[i : i + CHUNK]), b)[0])
+        if progress is not None:
+            progress(min(i + CHUNK, len(images)))
+    return torch.cat(out) if out else torch.empty(0)
 
 
 def _flat01(x: torch.Tensor) -> torch.Tensor:
@@ -149,4 +193,11 @@ def _flat01(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
 
-__all__ = ["Reference", "pixel_nn_distances", "real_reference", "reference_dir", "train_nn_distances"]
+__all__ = [
+    "Reference",
+    "features_and_classes",
+    "pixel_nn_distances",
+    "real_reference",
+    "reference_dir",
+    "train_nn_distances",
+]
