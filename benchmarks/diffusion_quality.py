@@ -5,8 +5,9 @@ It trains ``genmodels train diffusion --dataset fashion-mnist --max-time MINUTES
 on a quiet 2-core machine 20 minutes of wall time are the issue's 20 CPU-minutes on 2 cores), runs
 ``genmodels evaluate`` on it (eval.json), writes a grid of samples sorted by the feature network's class
 (``classes.png``: one row per class, to judge "recognisable garments of all 10 classes" by eye), and
-prints the figures. With ``--gan-run`` it reads that run's eval.json and checks the issue's target:
-FID(diffusion) <= 1.5 x FID(GAN).
+prints the figures, the pixel statistics among them (issue 11: shares of pixels at 0 and in 1..5 against the
+test images', histogram TV and W1). With ``--gan-run`` it reads that run's eval.json and checks the issue's
+target: FID(diffusion) <= 1.5 x FID(GAN).
 
 usage:
   python benchmarks/diffusion_quality.py [--minutes 20] [--out runs/bench-diffusion] [--gan-run RUN_DIR]
@@ -81,6 +82,7 @@ def main() -> None:
         ("test NLL bound (bits/dim)", report.get("likelihood", {}).get("bpd")),
         ("sampling s / 1,000", report.get("seconds_per_1000_samples")),
         ("sampling options", report.get("sampling_options")),
+        *_pixel_rows(report),
     ]
     print(f"\n{run.model_name} on fashion-mnist, {a.minutes:g} minutes, n = {report['n']}")
     for name, value in rows:
@@ -94,7 +96,22 @@ def main() -> None:
         ratio = report["fid"] / gan["fid"]
         verdict = "meets" if ratio <= 1.5 else "MISSES"
         print(f"  GAN ({gan['model_name']}, step {gan['step']}): FID {gan['fid']:.3f} (n = {gan['n']})")
+        for name, value in _pixel_rows(gan):
+            print(f"  GAN {name:<38} {value}")
         print(f"  FID ratio diffusion / GAN = {ratio:.2f}: {verdict} the target <= 1.5")
+
+
+def _pixel_rows(report: dict) -> list[tuple[str, object]]:
+    """Issue 11: the pixel statistics beside the feature-net metrics (black background speckle shows here)."""
+    ps = report.get("pixel_stats")
+    if not ps:
+        return []
+    pct = lambda v: round(100 * v, 1)  # noqa: E731
+    return [
+        ("pixels exactly 0 / in 1..5 (%)", (pct(ps["black_share"]), pct(ps["near_black_share"]))),
+        ("  the same of the test images (%)", (pct(ps["real_black_share"]), pct(ps["real_near_black_share"]))),
+        ("pixel histogram TV / W1 (gray levels)", (round(ps["pixel_hist_tv"], 4), round(ps["pixel_w1"], 2))),
+    ]
 
 
 if __name__ == "__main__":

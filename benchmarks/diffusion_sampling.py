@@ -1,5 +1,10 @@
 """Issue 6, point 6: FID and seconds per 1,000 samples for 1,000 ancestral DDPM steps and for DDIM and
 DPM-Solver++(2M) at 10, 20 and 50 steps, all from one trained run, measured side by side in one process.
+Issue 11, point 10: beside the feature-net metrics, the pixel statistics of ``genmodels.eval.metrics.pixel_stats``
+against the whole test split: share of pixels exactly 0 and in 1..5 (Fashion-MNIST test: 50% and 2.5%),
+total-variation distance of the 256-bin intensity histograms and their 1-Wasserstein distance in gray levels.
+``--end t0`` reproduces the samplers as they were before issue 11 (ddim and dpm-solver returned x at t = 0,
+sigma_0 noise and all), so old and new can be compared on the same weights.
 
 Every row draws the same number of samples from the same seed and scores them with the shared protocol
 (``genmodels.eval``: the dataset's feature network, the first n test images as the reference), so the
@@ -10,7 +15,8 @@ Targets: dpm-solver at 20 steps within 10% of the 1,000-step FID, and under 52 s
 ``--configs`` leaves it out or adds others.
 
 usage:
-  python benchmarks/diffusion_sampling.py RUN_DIR [--n 2000] [--configs ddpm:1000,ddim:10,...] [--json FILE]
+  python benchmarks/diffusion_sampling.py RUN_DIR [--n 2000] [--configs ddpm:1000,ddim:10,...] [--end clean|t0]
+                                          [--json FILE]
 """
 
 from __future__ import annotations
@@ -31,9 +37,13 @@ def main() -> None:
     ap.add_argument("--configs", default=DEFAULT, help="comma-separated sampler:steps")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the rows here")
+    ap.add_argument(
+        "--end", choices=("clean", "t0"), default="clean", help="t0: ddim / dpm-solver as before issue 11 (x at t = 0)"
+    )
     a = ap.parse_args()
 
     from genmodels.eval import load_feature_net
+    from genmodels.eval.metrics import pixel_stats
     from genmodels.eval.reference import real_reference
     from genmodels.eval.report import sample_metrics
     from genmodels.training import load_run
@@ -43,6 +53,10 @@ def main() -> None:
     test = run.load_data("test")
     net = load_feature_net(test.name)
     ref = real_reference(net, test, n=a.n)
+    if a.end == "t0":
+        _restore_t0_end()
+    real_u8 = torch.from_numpy(test.images)
+    real_px = pixel_stats(real_u8, real_u8)
     labels = None
     if getattr(run.model, "conditional", False):
         labels = torch.from_numpy(test.labels[: a.n])
@@ -50,14 +64,23 @@ def main() -> None:
         f"{run.model_name} step {run.step} ({run.weights} weights), {a.n} samples per row, "
         f"{torch.get_num_threads()} threads"
     )
-    print(f"{'sampler':<12} {'steps':>5} {'FID':>8} {'precision':>9} {'recall':>7} {'s / 1,000':>10}")
+    print(
+        f"{'sampler':<12} {'steps':>5} {'FID':>8} {'precision':>9} {'recall':>7} {'s / 1,000':>10} "
+        f"{'% 0':>6} {'% 1..5':>7} {'hist TV':>8} {'W1':>6}"
+    )
+    print(
+        f"{'test split':<12} {'':>5} {'':>8} {'':>9} {'':>7} {'':>10} {100 * real_px['black_share']:>6.1f} "
+        f"{100 * real_px['near_black_share']:>7.1f} {0.0:>8.3f} {0.0:>6.2f}"
+    )
     rows = []
     for spec in a.configs.split(","):
         sampler, steps = spec.split(":")
         t0 = time.perf_counter()
         x = run.sample(a.n, seed=a.seed, labels=labels, sampler=sampler, steps=int(steps))
         secs = (time.perf_counter() - t0) * 1000 / a.n
-        m = sample_metrics(torch.from_numpy(to_uint8(x)), net, ref, seed=a.seed)
+        u8 = torch.from_numpy(to_uint8(x))
+        m = sample_metrics(u8, net, ref, seed=a.seed)
+        px = pixel_stats(u8, real_u8)
         row = {
             "sampler": sampler,
             "steps": int(steps),
@@ -65,9 +88,14 @@ def main() -> None:
             "precision": m["precision"],
             "recall": m["recall"],
             "seconds_per_1000": secs,
+            **px,
         }
         rows.append(row)
-        print(f"{sampler:<12} {steps:>5} {m['fid']:>8.3f} {m['precision']:>9.3f} {m['recall']:>7.3f} {secs:>10.1f}")
+        print(
+            f"{sampler:<12} {steps:>5} {m['fid']:>8.3f} {m['precision']:>9.3f} {m['recall']:>7.3f} {secs:>10.1f} "
+            f"{100 * px['black_share']:>6.1f} {100 * px['near_black_share']:>7.1f} {px['pixel_hist_tv']:>8.3f} "
+            f"{px['pixel_w1']:>6.2f}"
+        )
     by = {(r["sampler"], r["steps"]): r for r in rows}
     if ("ddpm", 1000) in by and ("dpm-solver", 20) in by:
         ref_fid, fast = by[("ddpm", 1000)]["fid"], by[("dpm-solver", 20)]
@@ -78,7 +106,24 @@ def main() -> None:
         print(f"dpm-solver 20 steps: {s:.1f} s per 1,000 samples (target under 52 s on 2 cores)")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"run": str(a.run), "step": run.step, "n": a.n, "rows": rows}, f, indent=1)
+            json.dump(
+                {"run": str(a.run), "step": run.step, "n": a.n, "end": a.end, "test_pixels": real_px, "rows": rows},
+                f,
+                indent=1,
+            )
+
+
+def _restore_t0_end() -> None:
+    """Make ddim and dpm-solver step along ``timestep_grid`` to t = 0 and return x there, as before issue 11."""
+    from genmodels.models import samplers
+    from genmodels.models.schedules import timestep_grid
+
+    new = samplers.sampling_grid
+
+    def old(schedule, sampler, steps, spacing="time"):
+        return new(schedule, sampler, steps, spacing) if sampler == "ddpm" else timestep_grid(schedule, steps, spacing)
+
+    samplers.sampling_grid = old
 
 
 if __name__ == "__main__":

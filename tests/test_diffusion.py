@@ -9,13 +9,15 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from genmodels.api import load_run, train
 from genmodels.cli import main
 from genmodels.errors import ConfigError
+from genmodels.eval.metrics import pixel_stats
 from genmodels.models import Batch, build_from_config, make_config
 from genmodels.models.diffusion import discretized_gaussian_log_prob, vlb_strata
-from genmodels.models.samplers import ddim_step, ddpm_step, dpm_solver_step, sample_loop
+from genmodels.models.samplers import ddim_step, ddpm_step, dpm_solver_step, sample_loop, sampling_grid
 from genmodels.models.schedules import NoiseSchedule, spaced_timesteps, timestep_grid
 from genmodels.training.config import TrainConfig
 from genmodels.training.trainer import Trainer
@@ -168,24 +170,27 @@ def _gaussian_denoiser(schedule: NoiseSchedule, s2: float):
 
 @pytest.mark.parametrize("kind,spacing", [("linear", "logsnr"), ("cosine", "time"), ("linear", "time")])
 def test_deterministic_samplers_solve_the_probability_flow_ode_of_gaussian_data(kind, spacing):
-    """For data N(0, s2 I) the probability-flow ODE scales x_T by std(x_0) / std(x_T); the second-order
+    """For data N(0, s2 I) the probability-flow ODE scales x_T by std(x_t) / std(x_T); the second-order
     solver must be more accurate than DDIM at the same number of steps, and both converge."""
     sch = NoiseSchedule(kind, 1000)
     s2 = 0.25
     x_T = rand(64, 16)
-    ab_T, ab_0 = sch.alphas_cumprod[-1].item(), sch.alphas_cumprod[0].item()
-    # The samplers end at t = 0, where the marginal is N(0, (ab_0 s2 + 1 - ab_0) I).
-    exact = math.sqrt(ab_0 * s2 + 1 - ab_0) * x_T / math.sqrt(ab_T * s2 + 1 - ab_T)
+    ab_T = sch.alphas_cumprod[-1].item()
     den = _gaussian_denoiser(sch, s2)
 
     def err(sampler: str, steps: int) -> float:
+        # The ODE runs to the last timestep t before 0, where the marginal is N(0, (ab s2 + 1 - ab) I), and the
+        # last step returns the exact denoiser's E[x0 | x_t] = alpha s2 / (ab s2 + 1 - ab) x_t there.
+        ab = sch.alphas_cumprod[sampling_grid(sch, sampler, steps, spacing)[-2]].item()
+        exact = math.sqrt(ab) * s2 / math.sqrt(ab * s2 + 1 - ab) * x_T / math.sqrt(ab_T * s2 + 1 - ab_T)
         out = sample_loop(den, sch, x_T, sampler=sampler, steps=steps, spacing=spacing)
         return (out - exact).abs().max().item()
 
-    e_ddim, e_dpm = err("ddim", 10), err("dpm-solver", 10)
-    assert e_dpm < 0.75 * e_ddim
-    assert err("dpm-solver", 50) < 0.25 * e_dpm and err("dpm-solver", 50) < 0.01
-    assert err("ddim", 50) < 0.5 * e_ddim
+    e = {(sampler, n): err(sampler, n) for sampler in ("ddim", "dpm-solver") for n in (10, 50, 200)}
+    for n in (10, 50, 200):
+        assert e["dpm-solver", n] < 0.5 * e["ddim", n]
+    assert e["ddim", 200] < 0.25 * e["ddim", 10]
+    assert e["dpm-solver", 200] < 0.25 * e["dpm-solver", 10] and e["dpm-solver", 200] < 0.005
 
 
 def test_ancestral_ddpm_reaches_the_right_distribution_of_gaussian_data():
@@ -208,13 +213,104 @@ def test_a_perfect_denoiser_of_one_image_lands_on_it_for_every_sampler():
         return x0, (x_t - math.sqrt(ab) * x0) / math.sqrt(1 - ab)
 
     x_T = rand(5, 3)
-    # Along the exact ODE eps stays (x_T - alpha_T x*) / sigma_T; ddim and dpm-solver end at t = 0.
-    a_T, s_T = (v.item() for v in sch.alpha_sigma(len(sch) - 1))
-    a_0, s_0 = (v.item() for v in sch.alpha_sigma(0))
-    at_0 = a_0 * target + s_0 * (x_T - a_T * target) / s_T
-    for sampler, want in (("ddpm", target.expand(5, 3)), ("ddim", at_0), ("dpm-solver", at_0)):
-        out = sample_loop(den, sch, x_T, sampler=sampler, steps=7, generator=torch.Generator().manual_seed(0))
-        torch.testing.assert_close(out, want, rtol=1e-9, atol=1e-9)
+    # Every sampler's last step lands on abar = 1: the image itself, with none of the sigma_0 eps that
+    # stopping at t = 0 would leave (a_0 x* + s_0 (x_T - a_T x*) / s_T along the exact ODE).
+    for sampler in ("ddpm", "ddim", "dpm-solver"):
+        for steps in (1, 2, 7):
+            out = sample_loop(den, sch, x_T, sampler=sampler, steps=steps, generator=torch.Generator().manual_seed(0))
+            torch.testing.assert_close(out, target.expand(5, 3), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm-solver"])
+@pytest.mark.parametrize("steps", [1, 2, 20])
+def test_every_sampler_takes_its_last_step_to_the_clean_image(sampler, steps):
+    """``steps`` network evaluations from T-1 down, then a step to abar = 1 (-1), never one to t = 0 that
+    would return an x_t with sigma_t eps still in it."""
+    sch = NoiseSchedule("cosine", 1000)
+    g = sampling_grid(sch, sampler, steps)
+    assert len(g) == steps + 1 and g[0] == 999 and g[-1] == -1
+    assert all(a > b for a, b in itertools.pairwise(g))
+    if sampler != "ddpm":
+        assert g[:-1] == timestep_grid(sch, steps)[:-1]
+
+
+class _FiniteSetOracle(nn.Module):
+    """The exact v-prediction network of data uniform over K images x^k (in [-1, 1]): the posterior
+    weights are softmax_k(-|x_t - alpha_t x^k|^2 / (2 sigma_t^2)), x0_hat = sum_k w_k x^k and
+    v = (alpha_t x_t - x0_hat) / sigma_t (x0 = alpha x_t - sigma v, Salimans and Ho 2022). float64 inside."""
+
+    def __init__(self, images: torch.Tensor, schedule: NoiseSchedule) -> None:
+        super().__init__()
+        self.register_buffer("images", images.double())
+        self.schedule = schedule
+        self.anchor = nn.Parameter(torch.zeros(1))  # DDPM finds its device from the parameters
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        a, s = (v.view(-1, 1) for v in self.schedule.alpha_sigma(t))
+        x, data = x_t.double().flatten(1), self.images.flatten(1)
+        d2 = ((x[:, None] - a[:, None] * data[None]) ** 2).sum(-1)  # (B, K)
+        w = torch.softmax(-d2 / (2 * s**2), dim=1)
+        x0 = w @ data
+        return ((a * x - x0) / s).view_as(x_t).float()
+
+
+@pytest.mark.parametrize(
+    "sampler,steps", [("ddpm", 1000), ("ddpm", 25), ("ddim", 20), ("dpm-solver", 20), ("dpm-solver", 5)]
+)
+def test_samples_of_the_exact_denoiser_of_real_images_are_those_images_to_the_gray_level(sampler, steps):
+    """Data = 8 real digits with black backgrounds. With the exact denoiser every sampler must return one
+    of them exactly after 8-bit quantisation: black pixels exactly 0, none lifted to 1..5 by noise left
+    over from the last step (which stepping to t = 0 instead of abar = 1 leaves in a quarter of them)."""
+    from genmodels.models.diffusion import DDPM
+
+    real = digits_images(8)[0]
+    sch = NoiseSchedule("cosine", 1000)
+    cfg = make_config("ddpm", {"schedule": "cosine", "prediction": "v", "precision": "fp32", "timesteps": 1000})
+    m = DDPM(cfg, _FiniteSetOracle(real.float() / 127.5 - 1.0, sch), sch).eval()
+    out = m.sample(16, generator=torch.Generator().manual_seed(0), sampler=sampler, steps=steps)
+    u8 = (out * 255.0).round().to(torch.uint8)
+    nearest = torch.cdist(u8.flatten(1).float(), real.flatten(1).float()).argmin(1)
+    assert torch.equal(u8, real[nearest])
+    assert pixel_stats(u8, real[nearest])["pixel_hist_tv"] == 0.0
+    assert float((u8 == 0).double().mean()) > 0.5  # the test is about black backgrounds
+
+
+class _LeakyDenoiser(nn.Module):
+    """The v-network of all-black images (x* = -1) whose x0 estimate keeps a share g of the noise of x_t,
+    as a small trained network does on flat background at low noise (the default run's keeps about 0.8 at
+    t = 0): x0_hat = x* + g (x_t - alpha_t x*). Imprecise but unbiased: E[x0_hat] = x* over the noise."""
+
+    def __init__(self, schedule: NoiseSchedule, g: float) -> None:
+        super().__init__()
+        self.schedule, self.g = schedule, g
+        self.anchor = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        a, s = (v.float().view(-1, 1, 1, 1) for v in self.schedule.alpha_sigma(t))
+        x0 = -1.0 + self.g * (x_t + a)
+        return (a * x_t - x0) / s  # v with x0 = alpha x_t - sigma v
+
+
+def test_v_prediction_does_not_clip_so_an_unbiased_denoiser_keeps_a_black_background_black():
+    """Clipping x0_hat to [-1, 1] cuts the errors of a pixel at -1 on one side only; the ancestral sampler
+    carries that lift through its 1,000 steps and leaves a black background speckled with levels 1..5."""
+    from genmodels.models.diffusion import DDPM
+
+    sch = NoiseSchedule("cosine", 1000)
+    base = {"schedule": "cosine", "prediction": "v", "precision": "fp32", "image_shape": [1, 8, 8], "groups": 4}
+
+    def shares(**kw) -> tuple[float, float]:
+        m = DDPM(make_config("ddpm", {**base, **kw}), _LeakyDenoiser(sch, 0.6), sch).eval()
+        u8 = (m.sample(128, generator=torch.Generator().manual_seed(0), sampler="ddpm") * 255).round()
+        return float((u8 == 0).double().mean()), float(((u8 >= 1) & (u8 <= 5)).double().mean())
+
+    zero, near = shares()
+    assert zero > 0.5 and near < 0.45
+    zero_clipped, near_clipped = shares(clip_denoised=True)
+    assert zero_clipped < 0.4 and near_clipped > 0.5
+    # eps prediction still clips by default: its x0_hat = (x_t - sigma eps_hat) / alpha is unbounded.
+    assert DDPM(make_config("ddpm", {**base, "prediction": "eps"}), _LeakyDenoiser(sch, 0.6), sch).clips_denoised
+    assert not DDPM(make_config("ddpm", base), _LeakyDenoiser(sch, 0.6), sch).clips_denoised
 
 
 # ----------------------------------------------------------------- against diffusers' schedulers
@@ -267,7 +363,7 @@ def test_ddpm_and_ddim_steps_match_diffusers(diffusers_mod):
 @pytest.mark.parametrize("kind,name", [("linear", "linear"), ("cosine", "squaredcos_cap_v2")])
 def test_dpm_solver_loop_matches_diffusers_multistep_dpm_solver_pp(diffusers_mod, kind, name):
     """The whole 2M loop, step by step, against DPMSolverMultistepScheduler(dpmsolver++, order 2), whose
-    "linspace" timesteps ending at sigma_min are our "time" grid."""
+    "linspace" timesteps are our "time" grid and whose last step goes to sigma = 0 as ours does."""
     sch = NoiseSchedule(kind, 1000)
     s2 = 0.3
     den = _gaussian_denoiser(sch, s2)
@@ -278,7 +374,7 @@ def test_dpm_solver_loop_matches_diffusers_multistep_dpm_solver_pp(diffusers_mod
         algorithm_type="dpmsolver++",
         solver_order=2,
         timestep_spacing="linspace",
-        final_sigmas_type="sigma_min",
+        final_sigmas_type="zero",
         euler_at_final=True,
     )
     for steps in (5, 12):
@@ -287,7 +383,7 @@ def test_dpm_solver_loop_matches_diffusers_multistep_dpm_solver_pp(diffusers_mod
         for t in ref.timesteps.tolist():
             _, eps = den(x, t)
             x = ref.step(eps, t, x).prev_sample
-        assert ref.timesteps.tolist() == timestep_grid(sch, steps, "time")[:-1]
+        assert ref.timesteps.tolist() == sampling_grid(sch, "dpm-solver", steps)[:-1]
         ours = sample_loop(den, sch, x_T.clone(), sampler="dpm-solver", steps=steps)
         # diffusers keeps its sigmas in float32; at the cosine schedule's T-1 (alpha ~ 5e-5) that alone moves
         # its x0 estimate by ~1e-3, so the cosine comparison is only as tight as that.
@@ -508,4 +604,5 @@ def test_cli_sampling_options_reach_the_sampler(tmp_path, capsys):
     assert torch.equal(a, (want * 255).round().to(torch.uint8))
     capsys.readouterr()
     assert main([*base, "-o", str(tmp_path / "b.png"), "--sampler", "euler"]) == 2
-    assert "unknown sampler 'euler'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "'euler'" in err and "ddpm, ddim, dpm-solver" in err

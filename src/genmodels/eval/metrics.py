@@ -1,10 +1,10 @@
 """Sample-quality metrics on feature vectors: FID, KID, precision / recall, density / coverage, class
-coverage, and the nearest-training-image memorisation check.
+coverage and the nearest-training-image memorisation check; and one on pixels, ``pixel_stats``.
 
-Every function takes plain tensors of features (N, D) (any float dtype, any device; moved to the
+Every feature metric takes plain tensors of features (N, D) (any float dtype, any device; moved to the
 CPU) and returns Python floats, so they work on any feature space, the shipped feature networks'
 or Inception's. k-NN computations run in chunks of rows, so 10,000 x 10,000 distance matrices never
-sit in memory at once.
+sit in memory at once. ``pixel_stats`` takes the uint8 images themselves.
 """
 
 from __future__ import annotations
@@ -303,6 +303,55 @@ def memorisation(sample_nn: torch.Tensor, test_nn: torch.Tensor, *, quantile: fl
     }
 
 
+# ----------------------------------------------------------------------------- pixel intensities
+
+
+def _intensity_histogram(images: torch.Tensor, name: str) -> torch.Tensor:
+    """The share of pixels at each of the 256 gray levels of uint8 images, all channels pooled; float64 (256,)."""
+    t = torch.as_tensor(images)
+    if t.dtype != torch.uint8:
+        raise ConfigError(f"pixel_stats takes uint8 images (N, C, H, W); {name} is {t.dtype}")
+    if t.numel() == 0:
+        raise ConfigError(f"pixel_stats needs at least one pixel; {name} is empty")
+    counts = torch.bincount(t.detach().cpu().reshape(-1).long(), minlength=256)
+    return counts.double() / t.numel()
+
+
+def pixel_stats(samples: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
+    """How far the samples' pixel intensities lie from the real images', a check the feature networks are
+    blind to: speckle of a gray level or two on a black background barely moves their features (and FID)
+    but shows here as black pixels lifted to levels 1..5.
+
+    With p and q the 256-bin intensity histograms (shares) of samples and real images:
+        pixel_hist_tv = 0.5 sum_k |p_k - q_k|, the total-variation distance, in [0, 1];
+        pixel_w1      = sum_k |P_k - Q_k| over the cumulative shares P, Q: the 1-Wasserstein (earth mover's)
+                        distance between the two intensity distributions, in gray levels (a shift of every
+                        pixel by +k gray levels gives k).
+
+    Args:
+        samples: (N, C, H, W) uint8.
+        real: (M, C, H, W) uint8, the same C, H, W.
+
+    Returns:
+        ``pixel_hist_tv``, ``pixel_w1``, ``black_share`` / ``real_black_share`` (share of pixels exactly 0)
+        and ``near_black_share`` / ``real_near_black_share`` (share in 1..5), Python floats.
+    """
+    s, r = torch.as_tensor(samples), torch.as_tensor(real)
+    if s.ndim != 4 or r.ndim != 4 or s.shape[1:] != r.shape[1:]:
+        raise ConfigError(
+            f"pixel_stats takes two image sets (N, C, H, W) of one image shape, got {list(s.shape)} and {list(r.shape)}"
+        )
+    p, q = _intensity_histogram(s, "samples"), _intensity_histogram(r, "real")
+    return {
+        "pixel_hist_tv": float(0.5 * (p - q).abs().sum()),
+        "pixel_w1": float((p.cumsum(0) - q.cumsum(0)).abs().sum()),
+        "black_share": float(p[0]),
+        "real_black_share": float(q[0]),
+        "near_black_share": float(p[1:6].sum()),
+        "real_near_black_share": float(q[1:6].sum()),
+    }
+
+
 __all__ = [
     "class_coverage",
     "feature_statistics",
@@ -312,5 +361,6 @@ __all__ = [
     "knn_radii",
     "memorisation",
     "nearest_distances",
+    "pixel_stats",
     "prdc",
 ]

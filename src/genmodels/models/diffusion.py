@@ -61,7 +61,7 @@ class DiffusionConfig:
     spacing: str = "time"  # ddim / dpm-solver timesteps: time (uniform in t) | logsnr (uniform in log SNR)
     eta: float = 0.0  # DDIM stochasticity (0 = deterministic)
     guidance: float = 1.0  # default guidance scale; 1 = plain conditional, 0 = unconditional
-    clip_denoised: bool = True  # clip x0 estimates to [-1, 1] while sampling and in the bound
+    clip_denoised: bool | None = None  # clip x0 estimates to [-1, 1] (sampling, bound); None = for eps only
     precision: str = "auto"  # network precision for sampling and nll: auto (bf16 where native) | bf16 | fp32
     nll_timesteps: int = 50  # timesteps per image in the Monte-Carlo estimate of the bound (T = exact)
 
@@ -238,10 +238,25 @@ class DDPM(nn.Module):
         cond, uncond = both.chunk(2)
         return uncond + guidance * (cond - uncond)
 
+    @property
+    def clips_denoised(self) -> bool:
+        """Whether ``predict`` clips x0_hat to [-1, 1]: ``config.clip_denoised``, by default for eps only.
+
+        With eps prediction x0_hat = (x_t - sigma_t eps_hat) / alpha_t multiplies the network's error by
+        sigma_t / alpha_t (1e5 at the cosine schedule's T-1), and Ho et al.'s clip keeps it in range. With v
+        prediction x0_hat = alpha_t x_t - sigma_t v_hat is bounded, and the clip does harm: data that sit at
+        the end of the range (half the pixels of Fashion-MNIST are exactly 0, x0 = -1) get an estimate whose
+        errors are cut on one side only, E[max(e, 0)] = 0.4 rms(e) > 0 instead of 0, and a sampler carries
+        that lift to its last step. On the default run (issue 11) 1,000 DDPM steps left 6.9% of the pixels
+        at exactly 0 with the clip and 22.8% without (the test images: 50%).
+        """
+        clip = self.config.clip_denoised
+        return self.config.prediction == "eps" if clip is None else clip
+
     def predict(
         self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, guidance: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x0_hat, eps_hat) at x_t (B, C, H, W), t (B,): x0_hat clipped to [-1, 1] when clip_denoised,
+        """(x0_hat, eps_hat) at x_t (B, C, H, W), t (B,): x0_hat clipped to [-1, 1] when ``clips_denoised``,
         eps_hat then recomputed so that x_t = alpha_t x0_hat + sigma_t eps_hat still holds."""
         out = self.model_output(x_t, t, y, guidance)
         alpha, sigma = (s.to(x_t.device, torch.float32).view(-1, 1, 1, 1) for s in self.schedule.alpha_sigma(t.cpu()))
@@ -251,7 +266,7 @@ class DDPM(nn.Module):
         else:  # v = alpha eps - sigma x0 (Salimans and Ho 2022): x0 = alpha x_t - sigma v, eps = sigma x_t + alpha v
             x0_hat = alpha * x_t - sigma * out
             eps_hat = sigma * x_t + alpha * out
-        if self.config.clip_denoised:
+        if self.clips_denoised:
             x0_hat = x0_hat.clamp(-1.0, 1.0)
             eps_hat = (x_t - alpha * x0_hat) / sigma
         return x0_hat, eps_hat

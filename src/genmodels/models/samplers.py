@@ -128,18 +128,24 @@ def _lambda(abar: float) -> float:
 
 def sampling_grid(schedule: NoiseSchedule, sampler: str, steps: int, spacing: str = "time") -> list[int]:
     """The timesteps a sampler visits: it evaluates the network at every entry but the last and steps
-    from each entry to the next; -1 stands for the clean image (alphas_cumprod = 1).
+    from each entry to the next; the last entry is always -1, the clean image (alphas_cumprod = 1).
 
     ``ddpm``: the ``steps`` trailing timesteps then the clean image, so steps = T is Ho et al.'s
-    Algorithm 2 and fewer steps respace it (Nichol and Dhariwal 2021). ``ddim`` and ``dpm-solver``:
-    ``timestep_grid`` from T-1 to 0, as in Song et al.'s and Lu et al.'s code; the result is x at
-    t = 0, whose noise level sigma_0 (about 0.01, a gray level) the caller keeps or clips away.
+    Algorithm 2 and fewer steps respace it (Nichol and Dhariwal 2021). ``ddim`` and ``dpm-solver``: the
+    first ``steps`` timesteps of ``timestep_grid`` (T-1 down, uniform in t or in log SNR), then the clean
+    image instead of t = 0, as diffusers' DDIM (``set_alpha_to_one``) and multistep DPM-Solver
+    (``final_sigmas_type="zero"``) end. Their last step, Song et al. Eq. 12 with abar_prev = 1 and Lu et
+    al.'s first-order step with sigma_t = 0, returns the last evaluation's x0_hat, as Ho et al.'s
+    Algorithm 2 ends. Stepping to t = 0 instead, as the papers' code does (t_min = 1 / T), returns
+    alpha_0 x0_hat + sigma_0 eps_hat: the same estimate plus noise of std sigma_0 in every pixel, added
+    after the last network evaluation (cosine, T = 1000: sigma_0 = 0.0064, 0.82 gray levels), which
+    lifts 27% of the pixels of a black background (P(z > 0.5 / 0.82)) to levels 1..3.
     """
     if sampler not in SAMPLERS:
         raise unknown("sampler", sampler, SAMPLERS)
     if sampler == "ddpm":
         return [*spaced_timesteps(len(schedule), steps), -1]
-    return timestep_grid(schedule, steps, spacing)
+    return [*timestep_grid(schedule, steps, spacing)[:-1], -1]
 
 
 def sample_loop(
@@ -157,7 +163,8 @@ def sample_loop(
 
     The network is evaluated ``steps`` times along ``sampling_grid``. ``ddpm`` is ancestral sampling,
     ``ddim`` uses ``eta`` (0 = deterministic), ``dpm-solver`` is DPM-Solver++(2M): second order except
-    at its first and last step.
+    at its first and last step. Every sampler's last step lands on the clean image (abar = 1), so the
+    result is the network's last x0_hat with no noise left in it.
 
     Args:
         denoise: (x_t, t) -> (x0_hat, eps_hat).
@@ -170,7 +177,7 @@ def sample_loop(
         generator: the source of the ancestral noise.
 
     Returns:
-        (B, C, H, W) samples, about in [-1, 1].
+        (B, C, H, W) samples: the last x0_hat, in [-1, 1] when the denoiser clips it.
     """
     T = len(schedule)
     steps = steps if steps is not None else (T if sampler == "ddpm" else 20)
@@ -191,10 +198,11 @@ def sample_loop(
         elif sampler == "ddim":
             x = ddim_step(x, x0_hat, eps_hat, abar_t, abar_next, eta, noise)
         else:
-            # First order at the first step (no history) and at the last: the last step is the largest in
-            # lambda, where the second-order extrapolation overshoots (diffusers' euler_at_final).
-            final = t_next == grid[-1]
-            prev_x0, prev_abar = last if last is not None and not final else (None, None)
+            # First order at the first step (no history) and at the last, to sigma = 0 (t_next = -1, h = inf):
+            # x0_hat, as diffusers' euler_at_final. A grid ending at t = 0 instead (the papers' code, and
+            # benchmarks/diffusion_sampling.py --end t0) also takes its last step, the largest in lambda,
+            # at first order: the second-order extrapolation overshoots there.
+            prev_x0, prev_abar = last if last is not None and t_next > 0 else (None, None)
             x = dpm_solver_step(x, x0_hat, abar_t, abar_next, prev_x0, prev_abar)
             last = (x0_hat, abar_t)
     return x

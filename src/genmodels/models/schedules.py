@@ -110,7 +110,9 @@ SPACINGS = ("time", "logsnr")
 
 
 def timestep_grid(schedule: NoiseSchedule, steps: int, spacing: str = "time") -> list[int]:
-    """``steps + 1`` integer timesteps from T-1 down to 0 for an ODE sampler taking ``steps`` steps.
+    """``steps + 1`` integer timesteps from T-1 down to 0 for an ODE sampler taking ``steps`` steps (the
+    samplers evaluate the network at the first ``steps`` and then step to the clean image, not to 0:
+    ``samplers.sampling_grid``).
 
     ``time``: round(linspace(T-1, 0, steps + 1)), as diffusers' "linspace" spacing. ``logsnr``: the
     timesteps nearest to points uniform in lambda = log(alpha / sigma), the spacing Lu et al. (2022,
