@@ -139,7 +139,7 @@ def test_unknown_name_and_bad_options() -> None:
         load_dataset("digits", image_size=0)
     with pytest.raises(ConfigError, match="limit"):
         load_dataset("digits", limit=-1)
-    assert dataset_names() == ["cifar10", "digits", "fashion-mnist", "kmnist", "mnist"]
+    assert dataset_names() == ["cifar10", "digits", "emoji", "fashion-mnist", "kmnist", "mnist", "twemoji"]
 
 
 def test_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

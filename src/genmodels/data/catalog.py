@@ -17,6 +17,7 @@ from pathlib import Path
 
 from genmodels.data.dataset import SPLITS, cache_dir
 from genmodels.data.download import host_of
+from genmodels.data.emoji import GROUPS as EMOJI_GROUPS
 from genmodels.data.verify import Checksum
 
 SYSTEM_ROOTS = (Path("/usr/share/datasets"),)
@@ -38,7 +39,7 @@ class Entry:
 
     Args:
         name: catalog name.
-        kind: loader family: "idx", "cifar" or "digits".
+        kind: loader family: "idx", "cifar", "digits", "emoji" or "twemoji".
         shape: (C, H, W) of the stored images.
         classes: class names, index = label.
         files: per split, the files it needs (IDX: images then labels; CIFAR: the one tarball).
@@ -170,7 +171,11 @@ DIGITS = Entry(
     counts={"train": 1500, "test": 297},
 )
 
-CATALOG: dict[str, Entry] = {e.name: e for e in (CIFAR10, DIGITS, FASHION_MNIST, KMNIST, MNIST)}
+# Rendered from files Debian / PyPI packages install (data/emoji.py); counts depend on those versions.
+EMOJI = Entry(name="emoji", kind="emoji", shape=(3, 64, 64), classes=EMOJI_GROUPS, apt="fonts-noto-color-emoji")
+TWEMOJI = Entry(name="twemoji", kind="twemoji", shape=(3, 64, 64), classes=EMOJI_GROUPS)
+
+CATALOG: dict[str, Entry] = {e.name: e for e in (CIFAR10, DIGITS, EMOJI, FASHION_MNIST, KMNIST, MNIST, TWEMOJI)}
 
 
 def dataset_names() -> list[str]:
@@ -265,6 +270,24 @@ def describe_datasets(data_dir: str | os.PathLike | None = None) -> list[dict]:
     roots = search_roots(data_dir)
     report = []
     for entry in CATALOG.values():
+        if entry.kind in ("emoji", "twemoji"):
+            from genmodels.data.emoji import where
+
+            ok, where_ = where(entry.kind)
+            status, found_splits = ("found", list(SPLITS)) if ok else ("missing", [])
+            report.append(
+                {
+                    "name": entry.name,
+                    "shape": entry.shape,
+                    "num_classes": len(entry.classes),
+                    "classes": list(entry.classes),
+                    "splits": list(SPLITS),
+                    "status": status,
+                    "found_splits": found_splits,
+                    "where": where_,
+                }
+            )
+            continue
         if entry.kind == "digits":
             found = importlib.util.find_spec("sklearn") is not None
             status = "found" if found else "missing"

@@ -24,6 +24,7 @@ class ImageDataset:
         labels: int64 (N,) class indices in 0..num_classes-1, or None when unlabelled.
         classes: class names (empty when unlabelled).
         source: where the data was read from, for messages and run metadata.
+        ids: per image, a stable identifier (emoji: the code points, '1f44d-1f3fd'), or empty.
     """
 
     name: str
@@ -32,6 +33,7 @@ class ImageDataset:
     labels: np.ndarray | None
     classes: list[str] = field(default_factory=list)
     source: str = ""
+    ids: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # Loaders build these, so a violation is a bug here, not a user error: fail loudly.
@@ -42,6 +44,8 @@ class ImageDataset:
             self.labels = np.ascontiguousarray(self.labels, dtype=np.int64)
             if self.labels.shape != (len(self.images),):
                 raise ValueError(f"labels shape {self.labels.shape} does not match {len(self.images)} images")
+        if self.ids and len(self.ids) != len(self.images):
+            raise ValueError(f"{len(self.ids)} ids for {len(self.images)} images")
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -135,6 +139,7 @@ def finish(ds: ImageDataset, *, image_size: int | None, channels: int | None, li
         # Copies, so a small prefix does not keep the whole split's buffer alive.
         ds.images = ds.images[:limit].copy()
         ds.labels = None if ds.labels is None else ds.labels[:limit].copy()
+        ds.ids = ds.ids[:limit]
     images = ds.images
     # Drop to one channel before resizing and expand to three after: resize fewer planes.
     if channels == 1:

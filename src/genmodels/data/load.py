@@ -25,12 +25,13 @@ def load_dataset(
     """Load one split of a dataset into memory as uint8 (N, C, H, W).
 
     Args:
-        name: a catalog name ("cifar10", "digits", "fashion-mnist", "kmnist", "mnist"), or
+        name: a catalog name ("cifar10", "digits", "emoji", "fashion-mnist", "kmnist", "mnist", "twemoji"), or
             "folder:PATH" (a folder of images), or "npz:PATH" (a .npz file).
         split: "train" or "test".
         data_dir: a folder searched first for the dataset's files, and where missing ones are downloaded.
         image_size: resize every image to image_size x image_size (Pillow; area to shrink, bicubic to
-            enlarge). None keeps the dataset's size.
+            enlarge). None keeps the dataset's size. ``emoji`` and ``twemoji`` are drawn at this size
+            (default 64) from their sources, Lanczos-filtered.
         channels: 1 or 3 to convert (luma for RGB -> gray, repetition for gray -> RGB); None keeps them.
         download: fetch missing files of catalog datasets from their mirrors.
         limit: keep only the first ``limit`` images (in the dataset's fixed order).
@@ -59,6 +60,11 @@ def load_dataset(
     entry = CATALOG.get(name.strip().lower().replace("_", "-"))
     if entry is None:
         raise unknown("dataset", name, [*CATALOG, *(f"{p}PATH" for p in PREFIXES)])
+    if entry.kind in ("emoji", "twemoji"):
+        from genmodels.data.emoji import load_emoji
+
+        ds = load_emoji(entry.kind, split, image_size=image_size)
+        return finish(ds, image_size=None, channels=channels, limit=limit)
     if entry.kind == "digits":
         from genmodels.data.digits import load_digits_dataset
 
