@@ -12,7 +12,7 @@ from genmodels.training.config import TrainConfig
 from genmodels.training.trainer import Trainer
 from helpers import TINY, digits_images
 
-SHAPES = [(1, 28, 28), (3, 32, 32)]
+SHAPES = [(1, 28, 28), (3, 32, 32), (3, 64, 64)]
 
 
 def tiny(name: str, shape=(1, 28, 28), classes: int = 10):
@@ -48,8 +48,9 @@ def test_shapes_ranges_and_finite_loss(name, shape):
         assert out.loss.ndim == 0 and torch.isfinite(out.loss)
         assert all(torch.isfinite(v) for v in out.metrics.values())
     m.eval()
-    s = m.sample(6, generator=torch.Generator().manual_seed(1))
-    assert s.shape == (6, *shape)
+    n = 2 if shape[-1] > 32 and MODELS[name].family == "pixelcnn" else 6  # 12,288 sequential steps per 64-px sample
+    s = m.sample(n, generator=torch.Generator().manual_seed(1))
+    assert s.shape == (n, *shape)
     assert s.dtype == torch.float32 and s.min() >= 0.0 and s.max() <= 1.0
 
 
@@ -124,3 +125,46 @@ def test_a_bf16_autocast_step_trains_and_keeps_float32_weights(name):
     assert all(torch.isfinite(torch.tensor(v)) for v in t.history[-1].values())
     assert all(p.dtype == torch.float32 for p in m.parameters())
     assert all(v.dtype in (torch.float32, torch.int64) for v in m.state_dict().values())
+
+
+FAMILY_NAMES = ("autoencoder", "vae", "gan", "pixelcnn", "diffusion")
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_every_familys_recommended_model_builds_and_trains_a_step_at_every_shape(family, shape):
+    """The recommended configs (with their by_shape picks), not the tiny ones: one real step each."""
+    from genmodels.training.config import resolve_run_config
+    from genmodels.training.session import build_model
+
+    torch.manual_seed(0)
+    cfg = resolve_run_config(family, shape=shape)
+    m = build_model(family, shape)
+    assert m.config.image_shape == tuple(shape) or list(m.config.image_shape) == list(shape)
+    for key, value in cfg["model"].items():
+        if key not in ("image_shape", "num_classes"):
+            got = getattr(m.config, key)
+            assert (list(got) if isinstance(got, tuple) else got) == value, key
+    for out in losses(m, batch(shape, n=4)):
+        assert torch.isfinite(out.loss)
+        out.loss.backward()
+
+
+def test_by_shape_rules_pick_settings_for_colour_and_64_px_and_explicit_settings_win():
+    from genmodels.training.config import resolve_run_config
+
+    grey = resolve_run_config("vae", shape=(1, 28, 28))["model"]
+    colour = resolve_run_config("vae", shape=(3, 32, 32))["model"]
+    big = resolve_run_config("vae", shape=(3, 64, 64))["model"]
+    assert (grey["likelihood"], grey["binarize"]) == ("bernoulli", "dynamic")
+    assert (colour["likelihood"], colour["binarize"]) == ("logistic", "none")
+    assert len(big["channels"]) == len(colour["channels"]) + 1  # a stage more for 64 px
+    for family, key in (("gan", "g_channels"), ("autoencoder", "channels")):
+        small = resolve_run_config(family, shape=(3, 32, 32))["model"][key]
+        assert len(resolve_run_config(family, shape=(3, 64, 64))["model"][key]) == len(small) + 1
+    assert resolve_run_config("diffusion", shape=(3, 64, 64))["model"]["patch"] == 4
+    # --set, --config and flags sit above the shape rules
+    mine = resolve_run_config("vae", shape=(3, 64, 64), sets={"latent_dim": 7, "model.likelihood": "gaussian"})
+    assert mine["model"]["latent_dim"] == 7 and mine["model"]["likelihood"] == "gaussian"
+    # a model name (not a family) has no recommended config and no rules
+    assert resolve_run_config("conv-vae", shape=(3, 64, 64))["model"]["likelihood"] == "bernoulli"

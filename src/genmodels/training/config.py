@@ -1,8 +1,13 @@
 """Training and data configs, and how a run's full config is resolved from its sources.
 
 Precedence, lowest first: dataclass defaults; the model's registry defaults; the family's
-recommended YAML (when a family name such as ``vae`` is given); ``--config FILE.yaml``;
-``--set key=value``; explicit CLI flags (``--steps``, ``--batch-size``, ...).
+recommended YAML (when a family name such as ``vae`` is given), then its ``by_shape`` rules that match
+the data's shape; ``--config FILE.yaml``; ``--set key=value``; explicit CLI flags (``--steps``,
+``--batch-size``, ...).
+
+``by_shape`` (family YAMLs only) is a list of rules, applied in order, each ``{when: {...}, model: {...},
+train: {...}}``; ``when`` may test ``channels`` (1 or 3), ``min_size`` and ``max_size`` (the image's
+larger side), and a rule applies when all its tests hold.
 """
 
 from __future__ import annotations
@@ -120,10 +125,33 @@ def resolve_name(name: str) -> tuple[str, dict[str, Any]]:
     raise unknown("model", name, [*MODELS, *FAMILIES])
 
 
+SHAPE_TESTS = ("channels", "min_size", "max_size")
+
+
+def shape_rules(family_layer: dict[str, Any], shape: tuple[int, ...] | list[int] | None) -> list[dict[str, Any]]:
+    """The ``by_shape`` rules of a family YAML that apply to images of ``shape`` (C, H, W), in order,
+    each as a {section: values} layer. None matches no rule."""
+    rules = family_layer.get("by_shape") or []
+    if not isinstance(rules, list):
+        raise ConfigError("by_shape in a family config must be a list of {when: ..., model: ..., train: ...}")
+    out = []
+    for rule in rules:
+        when = rule.get("when") if isinstance(rule, dict) else None
+        if not isinstance(when, dict) or not set(when) <= set(SHAPE_TESTS):
+            raise ConfigError(f"a by_shape rule needs when: with keys among {', '.join(SHAPE_TESTS)}; got {rule!r}")
+        if shape is None:
+            continue
+        c, side = shape[0], max(shape[1:])
+        ok = when.get("channels", c) == c and side >= when.get("min_size", side) and side <= when.get("max_size", side)
+        if ok:
+            out.append({k: v for k, v in rule.items() if k != "when"})
+    return out
+
+
 def _merge_layer(into: dict[str, dict[str, Any]], layer: dict[str, Any], origin: str) -> None:
     """Merge a {section: {key: value}} layer, rejecting unknown sections."""
     for section, values in layer.items():
-        if section == "model_name":
+        if section in ("model_name", "by_shape"):
             continue
         if section not in SECTIONS:
             guess = closest(section, SECTIONS)
@@ -171,11 +199,13 @@ def resolve_run_config(
     config_file: str | None = None,
     sets: dict[str, Any] | None = None,
     flags: dict[str, dict[str, Any]] | None = None,
+    shape: tuple[int, ...] | list[int] | None = None,
 ) -> dict[str, Any]:
     """The full, checked run config as a plain dict: ``{model_name, model, train, data}``.
 
     The model section is complete except for ``image_shape`` / ``num_classes``, which come from the
-    dataset when the model is built.
+    dataset when the model is built. ``shape`` (C, H, W) of the training images selects the family's
+    ``by_shape`` rules; None applies none.
     """
     model_name, family_layer = resolve_name(name)
     file_layer = load_yaml(config_file) if config_file else {}
@@ -187,12 +217,15 @@ def resolve_run_config(
     layers: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     layers["train"].update(model_spec(model_name).train_defaults)
     _merge_layer(layers, family_layer, f"the '{name}' family defaults")
+    for rule in shape_rules(family_layer, shape):
+        _merge_layer(layers, rule, f"the '{name}' family's by_shape rules")
     if file_layer:
         _merge_layer(layers, file_layer, str(config_file))
     _merge_layer(layers, _route_sets(sets or {}, model_name), "--set")
     for section, values in (flags or {}).items():
         layers[section].update(values)
-    model_cfg = make_config(model_name, layers["model"])
+    model_values = layers["model"] if shape is None else {"image_shape": list(shape), **layers["model"]}
+    model_cfg = make_config(model_name, model_values)
     train_cfg = from_dict(TrainConfig, layers["train"], section="train")
     data_cfg = from_dict(DataConfig, layers["data"], section="data")
     return {

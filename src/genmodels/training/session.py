@@ -61,7 +61,6 @@ def build_model(name: str, dataset: Any = None, **model_overrides: Any) -> nn.Mo
         dataset: an ImageDataset, a dataset name, a (C, H, W) shape, or None for 1x28x28 / 10 classes.
         model_overrides: model config fields (``latent_dim=2``).
     """
-    cfg = resolve_run_config(name, sets={f"model.{k}": v for k, v in model_overrides.items()})
     shape, classes = (1, 28, 28), 10
     if isinstance(dataset, str):
         from genmodels.data import load_dataset
@@ -71,6 +70,7 @@ def build_model(name: str, dataset: Any = None, **model_overrides: Any) -> nn.Mo
         shape = tuple(dataset)
     elif dataset is not None:
         shape, classes = dataset.shape, max(dataset.num_classes, 1)
+    cfg = resolve_run_config(name, sets={f"model.{k}": v for k, v in model_overrides.items()}, shape=shape)
     model_cfg = make_config(cfg["model_name"], {**cfg["model"], "image_shape": list(shape), "num_classes": classes})
     check_size(cfg["model_name"], model_cfg)
     return model_spec(cfg["model_name"]).build(model_cfg)
@@ -123,9 +123,10 @@ def train(
         # Rank 0 resolves the config, names the run and takes its lock; the others follow its decision
         # (or stop with its error) instead of racing it.
         decision: tuple[Any, ...] = ("error", "rank 0 did not decide")
+        ds = None
         if info.is_main:
             try:
-                cfg, run_dir = _decide(model, dataset, config, overrides, resume, out, flag_train)
+                cfg, run_dir, ds = _decide(model, dataset, config, overrides, resume, out, flag_train)
                 if not run_dir.exists():  # made here: removed again if training never starts (a data error)
                     stack.callback(_remove_if_only_lock, run_dir)
                 stack.enter_context(run_lock(run_dir))
@@ -140,7 +141,7 @@ def train(
         cfg, run_dir = decision[1], Path(decision[2])
         train_cfg = from_dict(TrainConfig, cfg["train"], section="train")
         data_cfg = from_dict(DataConfig, cfg["data"], section="data")
-        return _train_locked(run_dir, cfg, train_cfg, data_cfg, resume is not None, info, monitor)
+        return _train_locked(run_dir, cfg, train_cfg, data_cfg, resume is not None, info, monitor, ds)
 
 
 def _remove_if_only_lock(run_dir: Path) -> None:
@@ -159,8 +160,9 @@ def _decide(
     resume: str | os.PathLike | None,
     out: str | os.PathLike | None,
     flag_train: dict[str, Any],
-) -> tuple[dict[str, Any], Path]:
-    """The resolved config and run directory of a new or resumed run."""
+) -> tuple[dict[str, Any], Path, Any]:
+    """The resolved config and run directory of a new or resumed run, and the training data when it
+    was loaded to resolve the config (a new run), else None."""
     if resume is not None:
         run_dir = Path(resume)
         if out is not None and Path(out).resolve() != run_dir.resolve():
@@ -178,14 +180,18 @@ def _decide(
                     f"only --steps, --max-time and --no-progress may be given with --resume"
                 )
         cfg["train"].update({k: v for k, v in flag_train.items() if k in RESUMABLE})
-        return cfg, run_dir
+        return cfg, run_dir, None
     if model is None:
         raise ConfigError("name a model to train (e.g. genmodels train vae --dataset digits); see genmodels models")
     flags = {"train": flag_train, "data": {"dataset": dataset} if dataset is not None else {}}
     cfg = resolve_run_config(model, config_file=config, sets=overrides, flags=flags)
     run_dir = Path(out) if out is not None else default_out(cfg["model_name"], cfg["data"]["dataset"])
     _check_new_run_dir(run_dir)
-    return cfg, run_dir
+    # A family's recommended settings depend on the images' shape (its by_shape rules): resolve again
+    # with the shape of the training data (loaded once; _train_locked reuses it).
+    ds = load_data(from_dict(DataConfig, cfg["data"], section="data"), "train")
+    cfg = resolve_run_config(model, config_file=config, sets=overrides, flags=flags, shape=ds.shape)
+    return cfg, run_dir, ds
 
 
 def _check_new_run_dir(run_dir: Path) -> None:
@@ -213,9 +219,11 @@ def _train_locked(
     resuming: bool,
     info: distributed.DistInfo | None = None,
     monitor: MonitorFactory | None = None,
+    ds: Any = None,
 ) -> Run:
     info = info or distributed.DistInfo()
-    ds = load_data(data_cfg, "train")
+    if ds is None:
+        ds = load_data(data_cfg, "train")
     model_values = {**cfg["model"], "image_shape": list(ds.shape), "num_classes": max(ds.num_classes, 1)}
     model_cfg = make_config(cfg["model_name"], model_values)
     check_size(cfg["model_name"], model_cfg)
