@@ -12,10 +12,11 @@ FIDs are comparable with each other (FID is biased upward at small n: compare ro
 Sampling time is wall-clock time of ``Run.sample`` (batches of 500) on this machine, without the metrics.
 Targets: dpm-solver at 20 steps within 10% of the 1,000-step FID, and under 52 s per 1,000 samples on
 2 cores. The 1,000-step row costs 50 times the 20-step row (about 25 minutes for n = 2,000 on 2 cores);
-``--configs`` leaves it out or adds others.
+``--configs`` leaves it out or adds others; an entry is sampler:steps[:spacing] (time | logsnr; default the
+run's ``model.spacing``).
 
 usage:
-  python benchmarks/diffusion_sampling.py RUN_DIR [--n 2000] [--configs ddpm:1000,ddim:10,...] [--end clean|t0]
+  python benchmarks/diffusion_sampling.py RUN_DIR [--n 2000] [--configs ddpm:1000,ddim:10:logsnr,...] [--end clean|t0]
                                           [--json FILE]
 """
 
@@ -37,6 +38,7 @@ def main() -> None:
     ap.add_argument("--configs", default=DEFAULT, help="comma-separated sampler:steps")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the rows here")
+    ap.add_argument("--save-dir", help="also save each row's samples as uint8 .npz here (for second_opinion.py)")
     ap.add_argument(
         "--end", choices=("clean", "t0"), default="clean", help="t0: ddim / dpm-solver as before issue 11 (x at t = 0)"
     )
@@ -65,25 +67,37 @@ def main() -> None:
         f"{torch.get_num_threads()} threads"
     )
     print(
-        f"{'sampler':<12} {'steps':>5} {'FID':>8} {'precision':>9} {'recall':>7} {'s / 1,000':>10} "
+        f"{'sampler':<12} {'steps':>5} {'spacing':>7} {'FID':>8} {'precision':>9} {'recall':>7} {'s / 1,000':>10} "
         f"{'% 0':>6} {'% 1..5':>7} {'hist TV':>8} {'W1':>6}"
     )
     print(
-        f"{'test split':<12} {'':>5} {'':>8} {'':>9} {'':>7} {'':>10} {100 * real_px['black_share']:>6.1f} "
+        f"{'test split':<12} {'':>5} {'':>7} {'':>8} {'':>9} {'':>7} {'':>10} {100 * real_px['black_share']:>6.1f} "
         f"{100 * real_px['near_black_share']:>7.1f} {0.0:>8.3f} {0.0:>6.2f}"
     )
     rows = []
+    default_spacing = run.model.config.spacing
     for spec in a.configs.split(","):
-        sampler, steps = spec.split(":")
+        sampler, steps, *rest = spec.split(":")
+        spacing = rest[0] if rest else default_spacing
+        run.model.config.spacing = spacing
         t0 = time.perf_counter()
         x = run.sample(a.n, seed=a.seed, labels=labels, sampler=sampler, steps=int(steps))
         secs = (time.perf_counter() - t0) * 1000 / a.n
         u8 = torch.from_numpy(to_uint8(x))
+        if a.save_dir:
+            from pathlib import Path
+
+            import numpy as np
+
+            Path(a.save_dir).mkdir(parents=True, exist_ok=True)
+            tag = f"{sampler}-{steps}" + (f"-{spacing}" if sampler != "ddpm" else "") + ("-t0" if a.end == "t0" else "")
+            np.savez(Path(a.save_dir) / f"{tag}.npz", images=u8.numpy())
         m = sample_metrics(u8, net, ref, seed=a.seed)
         px = pixel_stats(u8, real_u8)
         row = {
             "sampler": sampler,
             "steps": int(steps),
+            "spacing": spacing if sampler != "ddpm" else "-",
             "fid": m["fid"],
             "precision": m["precision"],
             "recall": m["recall"],
@@ -92,11 +106,12 @@ def main() -> None:
         }
         rows.append(row)
         print(
-            f"{sampler:<12} {steps:>5} {m['fid']:>8.3f} {m['precision']:>9.3f} {m['recall']:>7.3f} {secs:>10.1f} "
+            f"{sampler:<12} {steps:>5} {row['spacing']:>7} {m['fid']:>8.3f} {m['precision']:>9.3f} {m['recall']:>7.3f} "
+            f"{secs:>10.1f} "
             f"{100 * px['black_share']:>6.1f} {100 * px['near_black_share']:>7.1f} {px['pixel_hist_tv']:>8.3f} "
             f"{px['pixel_w1']:>6.2f}"
         )
-    by = {(r["sampler"], r["steps"]): r for r in rows}
+    by = {(r["sampler"], r["steps"]): r for r in rows if r["spacing"] in ("-", default_spacing)}
     if ("ddpm", 1000) in by and ("dpm-solver", 20) in by:
         ref_fid, fast = by[("ddpm", 1000)]["fid"], by[("dpm-solver", 20)]
         rel = fast["fid"] / ref_fid - 1.0

@@ -85,7 +85,7 @@ def test_trailing_timesteps():
     assert timestep_grid(sch, 10, "time") == [999, 899, 799, 699, 599, 500, 400, 300, 200, 100, 0]
     for kind in ("linear", "cosine"):
         for n in (3, 10, 50, 999):
-            for spacing in ("time", "logsnr"):
+            for spacing in ("time", "logsnr", "quadratic"):
                 g = timestep_grid(NoiseSchedule(kind, 1000), n, spacing)
                 assert len(g) == n + 1 and g[0] == 999 and g[-1] == 0
                 assert all(a > b for a, b in itertools.pairwise(g))
@@ -94,6 +94,19 @@ def test_trailing_timesteps():
     lam = sch.log_snr(torch.tensor(g))
     gaps = (lam[1:] - lam[:-1]).tolist()
     assert max(gaps) < 1.5 * min(gaps) and g[-2] < 10
+    # The cosine schedule's clipped last betas send lambda(T-1) to about -10: unclipped, 8 of 20 logsnr
+    # steps sat on t = 992..999 (pure noise). LAMBDA_MIN bounds the top of the grid.
+    from genmodels.models.schedules import LAMBDA_MIN
+
+    cos = NoiseSchedule("cosine", 1000)
+    assert float(cos.log_snr(torch.tensor([999]))) < LAMBDA_MIN - 3
+    g = timestep_grid(cos, 20, "logsnr")
+    assert sum(t >= 990 for t in g) <= 3 and g[-2] <= 3
+    lam = cos.log_snr(torch.tensor(g[1:]))
+    gaps = (lam[1:] - lam[:-1]).tolist()
+    assert max(gaps) < 1.6 * min(gaps)
+    # quadratic: t_i = (i / n)^2 (T - 1), so the last evaluation is at (1 / n)^2 (T - 1)
+    assert timestep_grid(cos, 20, "quadratic")[-2] == round(999 / 400)
 
 
 # ----------------------------------------------------------------- single sampler steps, by hand

@@ -58,7 +58,7 @@ class DiffusionConfig:
     label_dropout: float = 0.1  # conditional: probability of training on the null class instead
     sampler: str = "dpm-solver"  # default sampler: ddpm | ddim | dpm-solver
     sampling_steps: int = 20  # default network evaluations per sample of the default sampler
-    spacing: str = "time"  # ddim / dpm-solver timesteps: time (uniform in t) | logsnr (uniform in log SNR)
+    spacing: str = "time"  # ddim / dpm-solver timesteps: time (uniform in t) | logsnr (uniform in log SNR) | quadratic
     eta: float = 0.0  # DDIM stochasticity (0 = deterministic)
     guidance: float = 1.0  # default guidance scale; 1 = plain conditional, 0 = unconditional
     clip_denoised: bool | None = None  # clip x0 estimates to [-1, 1] (sampling, bound); None = for eps only

@@ -106,7 +106,10 @@ def spaced_timesteps(timesteps: int, steps: int) -> list[int]:
     return [round(i * ratio) - 1 for i in range(steps, 0, -1)]
 
 
-SPACINGS = ("time", "logsnr")
+SPACINGS = ("time", "logsnr", "quadratic")
+
+
+LAMBDA_MIN = -5.1  # log-SNR floor of the logsnr spacing (diffusers' lambda_min_clipped for cosine)
 
 
 def timestep_grid(schedule: NoiseSchedule, steps: int, spacing: str = "time") -> list[int]:
@@ -115,9 +118,13 @@ def timestep_grid(schedule: NoiseSchedule, steps: int, spacing: str = "time") ->
     ``samplers.sampling_grid``).
 
     ``time``: round(linspace(T-1, 0, steps + 1)), as diffusers' "linspace" spacing. ``logsnr``: the
-    timesteps nearest to points uniform in lambda = log(alpha / sigma), the spacing Lu et al. (2022,
-    Sec. 3.3) recommend for low-resolution images; it puts more steps at low noise. Strictly
-    decreasing; 1 <= steps <= T - 1.
+    timesteps nearest to points uniform in lambda = log(alpha / sigma) from max(lambda(T-1), LAMBDA_MIN)
+    to lambda(0), the spacing Lu et al. (2022, Sec. 3.3) recommend for low-resolution images; it puts
+    more steps at low noise. LAMBDA_MIN (diffusers' ``lambda_min_clipped``) matters for the cosine
+    schedule, whose clipped last betas send lambda(T-1) to about -10: unclipped, 8 of 20 steps land
+    on t = 992..999 (all pure noise) and the last evaluation is at t = 3 instead of 2. ``quadratic``:
+    round((i / steps)^2 (T - 1)), more steps at low noise still (Song et al.'s DDIM "quad"). The first
+    entry is always T-1. Strictly decreasing; 1 <= steps <= T - 1.
     """
     T = len(schedule)
     if not 1 <= steps <= T - 1:
@@ -126,9 +133,12 @@ def timestep_grid(schedule: NoiseSchedule, steps: int, spacing: str = "time") ->
         raise unknown("timestep spacing", spacing, SPACINGS)
     if spacing == "time":
         raw = torch.linspace(T - 1, 0, steps + 1, dtype=torch.float64).round().long().tolist()
+    elif spacing == "quadratic":
+        raw = (torch.linspace(1, 0, steps + 1, dtype=torch.float64).square() * (T - 1)).round().long().tolist()
     else:
         lam = schedule.log_snr(torch.arange(T))  # decreasing in t
-        targets = torch.linspace(float(lam[-1]), float(lam[0]), steps + 1, dtype=torch.float64)
+        top = max(float(lam[-1]), LAMBDA_MIN)
+        targets = torch.linspace(top, float(lam[0]), steps + 1, dtype=torch.float64)
         raw = (lam[None, :] - targets[:, None]).abs().argmin(1).tolist()
     grid = [T - 1]
     for i, t in enumerate(raw[1:], start=1):
