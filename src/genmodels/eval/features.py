@@ -36,7 +36,7 @@ from genmodels.safeio import sha256_file
 
 #: Datasets whose horizontal mirror image is still an image of the same class (clothes, objects),
 #: so training may flip them; digits and characters are not mirror-symmetric.
-FLIP_DATASETS = ("fashion-mnist", "cifar10")
+FLIP_DATASETS = ("fashion-mnist", "cifar10", "emoji")
 
 
 @dataclass
