@@ -176,3 +176,50 @@ def test_train_a_family_on_emoji_picks_colour_settings_without_flags(tmp_path):
     assert cfg["model"]["likelihood"] == "logistic" and cfg["model"]["binarize"] == "none"
     assert cfg["model"]["image_shape"] == [3, 32, 32] and cfg["model"]["latent_dim"] == 64
     assert (out / "samples" / "final.png").is_file()
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_npz_and_folder_colour_data_of_either_size_get_the_same_picks(tmp_path, size):
+    """by_shape rules follow the images, not the dataset's name: an .npz and a folder of colour images."""
+    import yaml
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (24, 3, size, size), dtype=np.uint8)
+    np.savez(tmp_path / "c.npz", images=images)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, img in enumerate(images[:12]):
+        Image.fromarray(img.transpose(1, 2, 0)).save(folder / f"{i}.png")
+    for k, data in enumerate((f"npz:{tmp_path / 'c.npz'}", f"folder:{folder}")):
+        out = tmp_path / f"run{k}"
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "genmodels",
+                "train",
+                "diffusion",
+                "--dataset",
+                data,
+                "--steps",
+                "1",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--set",
+                "train.batch_size=4",
+                "--set",
+                "train.grid=1",
+                "--set",
+                "train.sample_every=0",
+                "--set",
+                "model.sampling_steps=2",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert r.returncode == 0, r.stderr[-2000:]
+        model = yaml.safe_load((out / "config.yaml").read_text())["model"]
+        assert model["image_shape"] == [3, size, size]
+        assert (model["patch"], model["channels"]) == ((4, [64, 128]) if size == 64 else (2, [48, 96]))

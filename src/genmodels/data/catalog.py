@@ -271,24 +271,11 @@ def describe_datasets(data_dir: str | os.PathLike | None = None) -> list[dict]:
     report = []
     for entry in CATALOG.values():
         if entry.kind in ("emoji", "twemoji"):
-            from genmodels.data.emoji import where
+            from genmodels.data.emoji import where as emoji_where
 
-            ok, where_ = where(entry.kind)
+            ok, where = emoji_where(entry.kind)
             status, found_splits = ("found", list(SPLITS)) if ok else ("missing", [])
-            report.append(
-                {
-                    "name": entry.name,
-                    "shape": entry.shape,
-                    "num_classes": len(entry.classes),
-                    "classes": list(entry.classes),
-                    "splits": list(SPLITS),
-                    "status": status,
-                    "found_splits": found_splits,
-                    "where": where_,
-                }
-            )
-            continue
-        if entry.kind == "digits":
+        elif entry.kind == "digits":
             found = importlib.util.find_spec("sklearn") is not None
             status = "found" if found else "missing"
             where = "bundled with scikit-learn" if found else "install scikit-learn (pip install scikit-learn)"
