@@ -25,7 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 
 DEFAULT = "ddpm:1000,ddim:10,ddim:20,ddim:50,dpm-solver:10,dpm-solver:20,dpm-solver:50"
@@ -85,10 +87,6 @@ def main() -> None:
         secs = (time.perf_counter() - t0) * 1000 / a.n
         u8 = torch.from_numpy(to_uint8(x))
         if a.save_dir:
-            from pathlib import Path
-
-            import numpy as np
-
             Path(a.save_dir).mkdir(parents=True, exist_ok=True)
             tag = f"{sampler}-{steps}" + (f"-{spacing}" if sampler != "ddpm" else "") + ("-t0" if a.end == "t0" else "")
             np.savez(Path(a.save_dir) / f"{tag}.npz", images=u8.numpy())

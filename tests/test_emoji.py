@@ -139,40 +139,25 @@ def test_datasets_command_lists_both_with_where_they_were_found():
     assert "3x64x64" in lines["emoji"]
 
 
-def test_train_a_family_on_emoji_picks_colour_settings_without_flags(tmp_path):
+def train_config(out, dataset: str, family: str, steps: int, *sets: str) -> dict:
+    """Run ``genmodels train FAMILY --dataset DATASET --steps N`` with small ``--set`` values; the saved config."""
     import yaml
 
-    out = tmp_path / "run"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "genmodels",
-            "train",
-            "vae",
-            "--dataset",
-            "emoji",
-            "--steps",
-            "3",
-            "--out",
-            str(out),
-            "--no-progress",
-            "--set",
-            "data.image_size=32",
-            "--set",
-            "data.limit=64",
-            "--set",
-            "train.batch_size=16",
-            "--set",
-            "train.sample_every=0",
-            "--set",
-            "train.grid=2",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    args = [sys.executable, "-m", "genmodels", "train", family, "--dataset", dataset, "--steps", str(steps)]
+    args += ["--out", str(out), "--no-progress"]
+    for item in sets:
+        args += ["--set", item]
+    r = subprocess.run(args, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
-    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    return yaml.safe_load((out / "config.yaml").read_text())
+
+
+def test_train_a_family_on_emoji_picks_colour_settings_without_flags(tmp_path):
+    out = tmp_path / "run"
+    cfg = train_config(
+        out, "emoji", "vae", 3, "data.image_size=32", "data.limit=64", "train.batch_size=16",
+        "train.sample_every=0", "train.grid=2",
+    )  # fmt: skip
     assert cfg["model"]["likelihood"] == "logistic" and cfg["model"]["binarize"] == "none"
     assert cfg["model"]["image_shape"] == [3, 32, 32] and cfg["model"]["latent_dim"] == 64
     assert (out / "samples" / "final.png").is_file()
@@ -181,7 +166,6 @@ def test_train_a_family_on_emoji_picks_colour_settings_without_flags(tmp_path):
 @pytest.mark.parametrize("size", [32, 64])
 def test_npz_and_folder_colour_data_of_either_size_get_the_same_picks(tmp_path, size):
     """by_shape rules follow the images, not the dataset's name: an .npz and a folder of colour images."""
-    import yaml
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -192,34 +176,9 @@ def test_npz_and_folder_colour_data_of_either_size_get_the_same_picks(tmp_path, 
     for i, img in enumerate(images[:12]):
         Image.fromarray(img.transpose(1, 2, 0)).save(folder / f"{i}.png")
     for k, data in enumerate((f"npz:{tmp_path / 'c.npz'}", f"folder:{folder}")):
-        out = tmp_path / f"run{k}"
-        r = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "genmodels",
-                "train",
-                "diffusion",
-                "--dataset",
-                data,
-                "--steps",
-                "1",
-                "--out",
-                str(out),
-                "--no-progress",
-                "--set",
-                "train.batch_size=4",
-                "--set",
-                "train.grid=1",
-                "--set",
-                "train.sample_every=0",
-                "--set",
-                "model.sampling_steps=2",
-            ],
-            capture_output=True,
-            text=True,
-        )
-        assert r.returncode == 0, r.stderr[-2000:]
-        model = yaml.safe_load((out / "config.yaml").read_text())["model"]
+        model = train_config(
+            tmp_path / f"run{k}", data, "diffusion", 1, "train.batch_size=4", "train.grid=1",
+            "train.sample_every=0", "model.sampling_steps=2",
+        )["model"]  # fmt: skip
         assert model["image_shape"] == [3, size, size]
         assert (model["patch"], model["channels"]) == ((4, [64, 128]) if size == 64 else (2, [48, 96]))

@@ -32,11 +32,15 @@ import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from genmodels.data.dataset import ImageDataset, cache_dir
 from genmodels.errors import DataError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 EMOJI_TEST = Path("/usr/share/unicode/emoji/emoji-test.txt")
 NOTO_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
@@ -207,15 +211,14 @@ def where(name: str) -> tuple[bool, str]:
     return True, found
 
 
-def _square_on_white(rgba: object, size: int) -> np.ndarray:
+def _square_on_white(rgba: PILImage, size: int) -> np.ndarray:
     """An RGBA Pillow image centred in a square transparent cell, composited on white, Lanczos to size."""
     from PIL import Image
 
-    img = rgba  # type: ignore[assignment]
-    w, h = img.size  # type: ignore[attr-defined]
+    w, h = rgba.size
     side = max(w, h)
     cell = Image.new("RGBA", (side, side), (255, 255, 255, 0))
-    cell.paste(img, ((side - w) // 2, (side - h) // 2))
+    cell.paste(rgba, ((side - w) // 2, (side - h) // 2))
     white = Image.new("RGBA", (side, side), (255, 255, 255, 255))
     rgb = Image.alpha_composite(white, cell).convert("RGB")
     rgb = rgb.resize((size, size), Image.Resampling.LANCZOS)
