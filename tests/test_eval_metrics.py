@@ -14,6 +14,7 @@ import pytest
 import scipy.linalg
 import torch
 
+from genmodels.errors import ConfigError
 from genmodels.eval.metrics import (
     class_coverage,
     feature_statistics,
@@ -22,6 +23,7 @@ from genmodels.eval.metrics import (
     kid,
     knn_radii,
     memorisation,
+    mmd2_unbiased,
     nearest_distances,
     prdc,
 )
@@ -90,7 +92,18 @@ def test_kid_is_unbiased_near_zero_for_one_distribution_and_grows_with_a_shift()
     assert abs(same["mean"]) < 4 * same["std"] / math.sqrt(50) + 1e-6
     shifted = [kid(a, b + s, subsets=50, subset_size=500)["mean"] for s in (0.1, 0.3, 0.6)]
     assert same["mean"] < shifted[0] < shifted[1] < shifted[2]
-    assert kid(a, b, subset_size=10**6)["subset_size"] == 4000
+    assert kid(a, b, subset_size=10**6)["subset_size"] == 2000
+
+
+def test_kid_on_small_sets_draws_different_subsets():
+    # 363 emoji test images against 363 samples: a subset of the whole set drew the same two sets every
+    # time and reported a spread of 0. Half-size subsets differ, so the spread is real.
+    a, b = correlated(363, 32, seed=8), correlated(363, 32, seed=9, shift=0.3)
+    r = kid(a, b)
+    assert r["subset_size"] == 181
+    assert r["std"] > 0.05 * abs(r["mean"]) > 0
+    with pytest.raises(ConfigError, match="at least 4"):
+        kid(a[:3], b)
 
 
 def test_kid_matches_the_estimator_computed_by_hand():
@@ -100,8 +113,11 @@ def test_kid_matches_the_estimator_computed_by_hand():
     m = 40
     kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
     by_hand = (kxx.sum() - kxx.trace() + kyy.sum() - kyy.trace()) / (m * (m - 1)) - 2 * kxy.mean()
-    # One subset of the whole sets is the plain estimator (the permutation does not matter).
-    assert kid(x, y, subsets=1, subset_size=m)["mean"] == pytest.approx(float(by_hand), rel=1e-5)
+    assert mmd2_unbiased(x, y) == pytest.approx(float(by_hand), rel=1e-5)
+    # kid averages that estimator over random half-size subsets: close to the whole-set value here.
+    r = kid(x, y, subsets=200)
+    assert r["subset_size"] == 20
+    assert abs(r["mean"] - float(by_hand)) < 4 * r["std"] / math.sqrt(200)
 
 
 def test_prdc_matches_the_reference_package_on_identical_features():

@@ -164,9 +164,7 @@ def sample_metrics(
     out["fid"] = frechet_distance(*stats(feats), ref.mu, ref.sigma)
     secs["fid"] = time.perf_counter() - t
     t = time.perf_counter()
-    # With both sets within one subset every subset is the same two sets (KID is permutation-invariant).
-    one = max(len(ref.features), len(feats)) <= KID_SUBSET
-    out["kid"] = kid(ref.features, feats, seed=seed, subset_size=KID_SUBSET, subsets=1 if one else KID_SUBSETS)
+    out["kid"] = kid(ref.features, feats, seed=seed, subset_size=KID_SUBSET, subsets=KID_SUBSETS)
     secs["kid"] = time.perf_counter() - t
     t = time.perf_counter()
     out.update(prdc(ref.features, feats, k_pr=3, k_dc=5, real_radii=ref.radii))
