@@ -18,6 +18,8 @@ TINY: dict[str, dict] = {
     "masked-pixelcnn": {"channels": 6, "layers": 1, "first_kernel": 3, "output": "logistic", "mixtures": 2},
     "gated-pixelcnn": {"channels": 6, "layers": 2, "first_kernel": 3, "output": "logistic", "mixtures": 2},
     "conditional-pixelcnn": {"channels": 6, "layers": 2, "first_kernel": 3, "output": "bernoulli"},
+    "pixelsnail": {"channels": 6, "layers": 1, "res_blocks": 1, "first_kernel": 3, "output": "logistic", "mixtures": 2},
+    "conditional-pixelsnail": {"channels": 6, "layers": 1, "res_blocks": 1, "first_kernel": 3, "output": "bernoulli"},
     "gan-mlp": {"g_hidden": [16, 32], "d_hidden": [32, 16], "latent_dim": 8},
     "dcgan": {"g_channels": [16, 8], "d_channels": [8, 16], "latent_dim": 8},
     "wgan-gp": {"g_channels": [16, 8], "d_channels": [8, 16], "latent_dim": 8, "n_critic": 2},

@@ -22,7 +22,7 @@ from genmodels.models.pixelcnn import PixelCNN
 from genmodels.nets.masked import causal_mask, channel_groups
 from helpers import TINY, nn_distance
 
-ARCHS = {"masked": "masked-pixelcnn", "gated": "gated-pixelcnn"}
+ARCHS = {"masked": "masked-pixelcnn", "gated": "gated-pixelcnn", "snail": "pixelsnail"}
 
 
 @pytest.fixture(autouse=True)
@@ -85,14 +85,16 @@ def future_mask(shape, r: int, c: int, ch: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("colors", [1, 3], ids=["gray", "rgb"])
-@pytest.mark.parametrize("arch", ["masked", "gated"])
+@pytest.mark.parametrize("arch", ["masked", "gated", "snail"])
 @pytest.mark.parametrize("output", ["logistic", "softmax"])
 def test_every_output_sees_only_the_past_exactly(arch, colors, output):
     """For every pixel and colour, d out(i) / d x(j) == 0 exactly for all j >= i (raster order, R -> G -> B),
     and the output does depend on the past (so the zeros are not vacuous)."""
     shape = (colors, 5, 5)
     # 8 feature channels per colour group so a ReLU cannot silence a group at a pixel by chance.
-    m = model(ARCHS[arch], shape, output=output, layers=3, channels=24 if colors == 3 else 12)
+    # One PixelSNAIL block already sees every earlier pixel; three, with this lively init, saturate an ELU.
+    layers = 1 if arch == "snail" else 3
+    m = model(ARCHS[arch], shape, output=output, layers=layers, channels=24 if colors == 3 else 12)
     x = torch.rand(1, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     jac = jacobian(m, x)
     for r, c, ch in itertools.product(range(5), range(5), range(colors)):
@@ -165,6 +167,32 @@ def test_gated_pixelcnn_sees_every_earlier_pixel():
         assert torch.all(g[~fut] != 0), f"output ({r}, {c}, {ch}) misses an earlier input"
 
 
+@pytest.mark.parametrize("colors", [1, 3], ids=["gray", "rgb"])
+def test_pixelsnail_sees_every_earlier_pixel_with_one_block(colors):
+    """Causal attention over all earlier positions: with a single block and 3x3 kernels (whose cone alone
+    misses most of the image), every output depends on every earlier pixel and earlier colour, and on
+    nothing else. The pixel just before a row break (no causal kernel reaches it from the next row's
+    start) is seen through the raster-shifted input."""
+    shape = (colors, 6, 7)
+    m = model("pixelsnail", shape, layers=1, res_blocks=1, channels=24 if colors == 3 else 12)
+    x = torch.rand(1, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    jac = jacobian(m, x)
+    for r, c, ch in itertools.product(range(6), range(7), range(colors)):
+        g = jac[ch, r, c]
+        fut = future_mask(shape, r, c, ch)
+        assert torch.all(g[fut] == 0), f"output ({r}, {c}, {ch}) sees the future"
+        assert torch.all(g[~fut] != 0), f"output ({r}, {c}, {ch}) misses an earlier input"
+    # Without attention the same kernels would miss pixels: the cone of a 3x3 first layer and one
+    # 3x3 block reaches two columns right per two rows up at most.
+    cone = model("pixelsnail", shape, layers=1, res_blocks=1, channels=12 * colors)
+    with torch.no_grad():
+        for block in cone.net.blocks:
+            block.attention.value.weight.zero_()
+            block.attention.value.bias.zero_()
+    g = jacobian(cone, x)[0, 5, 0]
+    assert g[0, 0, 6] == 0 and g[0, 2, 5] == 0, "without attention the far past is out of reach"
+
+
 # ----------------------------------------------------------------------------- exact likelihood
 
 
@@ -185,6 +213,10 @@ def all_images(shape, levels: int) -> torch.Tensor:
         ("gated-pixelcnn", (1, 1, 2), "softmax", 256),
         ("masked-pixelcnn", (1, 2, 1), "logistic", 256),
         ("gated-pixelcnn", (1, 1, 2), "logistic", 256),
+        ("pixelsnail", (1, 2, 2), "bernoulli", 2),
+        ("pixelsnail", (3, 1, 2), "bernoulli", 2),
+        ("pixelsnail", (1, 1, 2), "softmax", 256),
+        ("pixelsnail", (1, 1, 2), "logistic", 256),
     ],
 )
 def test_the_likelihood_sums_to_one_over_every_possible_image(name, shape, output, levels):
@@ -247,6 +279,9 @@ def test_binarisation_dynamic_and_static():
         ("masked-pixelcnn", (1, 6, 4), "logistic"),
         ("masked-pixelcnn", (3, 3, 3), "bernoulli"),
         ("conditional-pixelcnn", (1, 4, 4), "bernoulli"),
+        ("pixelsnail", (1, 5, 4), "logistic"),
+        ("pixelsnail", (3, 3, 4), "softmax"),
+        ("conditional-pixelsnail", (1, 4, 4), "bernoulli"),
     ],
 )
 def test_fast_sampler_draws_the_same_images_as_one_full_pass_per_pixel(name, shape, output):

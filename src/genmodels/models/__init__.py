@@ -88,6 +88,20 @@ MODELS: dict[str, ModelSpec] = {
         "class-conditional Gated PixelCNN (van den Oord et al. 2016b, Eq. 4)",
         {"arch": "gated", "conditional": True},
     ),
+    "pixelsnail": ModelSpec(
+        "pixelcnn",
+        pixelcnn.PixelCNNConfig,
+        pixelcnn.build,
+        "PixelSNAIL (Chen et al. 2018): causal convolutions and causal self-attention, every earlier pixel seen",
+        {"arch": "snail", "channels": 64, "layers": 2, "res_blocks": 2, "first_kernel": 5},
+    ),
+    "conditional-pixelsnail": ModelSpec(
+        "pixelcnn",
+        pixelcnn.PixelCNNConfig,
+        pixelcnn.build,
+        "class-conditional PixelSNAIL: a per-class bias in every gate",
+        {"arch": "snail", "channels": 64, "layers": 2, "res_blocks": 2, "first_kernel": 5, "conditional": True},
+    ),
     "gan-mlp": ModelSpec(
         "gan",
         gan.GANConfig,

@@ -56,11 +56,17 @@ def discretized_logistic_log_prob_each(
     min_in = inv_s * (centered - half_bin)
     log_cdf_plus = plus_in - F.softplus(plus_in)  # log sigmoid(plus_in), for the lowest bin
     log_one_minus_cdf_min = -F.softplus(min_in)  # log (1 - sigmoid(min_in)), for the highest bin
-    cdf_delta = torch.sigmoid(plus_in) - torch.sigmoid(min_in)
+    # Above the mean both CDFs are near 1: subtract the complements instead (no cancellation).
+    upper = centered > 0
+    cdf_delta = torch.where(
+        upper, torch.sigmoid(-min_in) - torch.sigmoid(-plus_in), torch.sigmoid(plus_in) - torch.sigmoid(min_in)
+    )
     mid_in = inv_s * centered
     # When the bin mass underflows, approximate it by density * bin width (width 2 / (bins - 1)).
     log_pdf_mid = mid_in - log_scale - 2.0 * F.softplus(mid_in) - math.log((bins - 1) / 2.0)
-    log_mid = torch.where(cdf_delta > 1e-5, torch.log(cdf_delta.clamp(min=1e-12)), log_pdf_mid)
+    # PixelCNN++ switches below 1e-5, for float32; float64 keeps the exact mass down to 1e-30.
+    floor = 1e-30 if cdf_delta.dtype == torch.float64 else 1e-5
+    log_mid = torch.where(cdf_delta > floor, torch.log(cdf_delta.clamp(min=floor)), log_pdf_mid)
     return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_mid))
 
 

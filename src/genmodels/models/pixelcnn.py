@@ -51,7 +51,7 @@ from genmodels.models.base import Batch, LossOutput, SampleOption
 from genmodels.models.likelihoods import bernoulli_log_prob, discretized_logistic_mixture_log_prob
 from genmodels.nets.masked import MaskedConv2d, channel_groups, down_shift
 
-ARCHS = ("gated", "masked")
+ARCHS = ("gated", "masked", "snail")
 OUTPUTS = ("logistic", "softmax", "bernoulli")
 SAMPLERS = ("fast", "naive")
 
@@ -66,9 +66,9 @@ SMALL_OP = 1 << 22
 class PixelCNNConfig:
     image_shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W), set from the dataset
     num_classes: int = 10  # set from the dataset; used when conditional
-    arch: str = "gated"  # gated (vertical + horizontal stacks, no blind spot) | masked (plain PixelCNN)
+    arch: str = "gated"  # gated (vertical + horizontal stacks, no blind spot) | masked (plain PixelCNN) | snail
     channels: int = 64  # feature channels: gated, per stack; masked, the residual stream (blocks run at half)
-    layers: int = 8  # gated layers including the first (gated) / residual blocks after the first conv (masked)
+    layers: int = 8  # gated layers incl. the first (gated) / residual blocks (masked) / attention blocks (snail)
     kernel: int = 3  # kernel size of the hidden layers (odd)
     first_kernel: int = 7  # kernel size of the first, mask-A layer (odd)
     head_channels: int = 0  # width of the 1x1 output layers; 0 = channels
@@ -76,6 +76,10 @@ class PixelCNNConfig:
     mixtures: int = 5  # components of the discretised logistic mixture
     binarize: str = "dynamic"  # bernoulli only: dynamic (resample every batch) | static (threshold 0.5)
     conditional: bool = False  # condition on the class label (2016b, Eq. 4)
+    res_blocks: int = 2  # snail: causal gated residual blocks before each attention block
+    attention_heads: int = 1  # snail: heads of each causal attention
+    attention_channels: int = 0  # snail: width of queries / keys / values; 0 = channels // 2
+    dropout: float = 0.0  # snail: dropout inside the gated residual blocks (training only)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -105,6 +109,17 @@ class PixelCNNConfig:
             raise ConfigError(f"model.layers must be >= 1, got {self.layers}")
         if self.mixtures < 1:
             raise ConfigError(f"model.mixtures must be >= 1, got {self.mixtures}")
+        if self.res_blocks < 0:
+            raise ConfigError(f"model.res_blocks must be >= 0, got {self.res_blocks}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.attention_heads < 1 or self.attention_channels < 0:
+            raise ConfigError("model.attention_heads must be >= 1 and model.attention_channels >= 0")
+        att = self.attention_channels or max(self.channels // 2, self.attention_heads)
+        if att % self.attention_heads:
+            raise ConfigError(
+                f"the attention width ({att}) must be a multiple of model.attention_heads ({self.attention_heads})"
+            )
         if self.conditional and self.num_classes < 2:
             raise ConfigError("model.conditional=true needs a labelled dataset with at least 2 classes")
 
@@ -630,5 +645,9 @@ def _intra_op_threads(n: int) -> Iterator[None]:
 
 def build(config: PixelCNNConfig) -> PixelCNN:
     """A PixelCNN model with the network ``config.arch`` names."""
+    if config.arch == "snail":
+        from genmodels.models.pixelsnail import PixelSNAILNet
+
+        return PixelCNN(config, PixelSNAILNet(config))
     net = GatedPixelCNN(config) if config.arch == "gated" else MaskedPixelCNN(config)
     return PixelCNN(config, net)
