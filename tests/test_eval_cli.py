@@ -66,6 +66,14 @@ def test_evaluate_writes_every_metric_and_a_samples_file_scores_the_same(runs, t
     assert file_rep["kid"] == rep["kid"] and file_rep["memorisation"] == rep["memorisation"]
     assert file_rep["pixel_stats"] == rep["pixel_stats"]
     assert file_rep["model_name"] == "s" and "likelihood" not in file_rep
+    # And through the Python API as a uint8 tensor and as floats in [0, 1] (a uint8 tensor used to be read
+    # as floats and scaled by 255 again: every pixel white).
+    from genmodels.eval.report import evaluate_samples, load_samples_file
+
+    images, _ = load_samples_file(npz)
+    for i, given in enumerate((images, images.float() / 255.0)):
+        api_rep = evaluate_samples(given, "digits", n=200, out=tmp_path / f"api{i}", progress=False)
+        assert api_rep["fid"] == pytest.approx(rep["fid"], rel=1e-6) and api_rep["pixel_stats"] == rep["pixel_stats"]
 
 
 def test_leaderboard_sorts_by_fid_and_draws_every_run(runs, capsys):

@@ -11,9 +11,11 @@ import numpy as np
 
 
 def to_uint8(images: Any) -> np.ndarray:
-    """Images in [0, 1] (torch or numpy, N x C x H x W) -> uint8 numpy N x C x H x W."""
+    """Images in [0, 1] (torch or numpy, N x C x H x W), or uint8 already -> uint8 numpy N x C x H x W."""
     if hasattr(images, "detach"):
-        images = images.detach().float().cpu().numpy()
+        # A uint8 tensor is already quantised: converting it to float first read 10 as 10.0 and gave 255.
+        images = images.detach().cpu()
+        images = images.numpy() if str(images.dtype) == "torch.uint8" else images.float().numpy()
     arr = np.asarray(images)
     if arr.dtype == np.uint8:
         return arr
