@@ -48,7 +48,34 @@ def train_serve_runs(root: Path) -> Path:
     return root
 
 
+# Colour runs on real colour data (Noto Color Emoji, small sizes so sampling stays cheap): an encoder
+# model for generate / interpolate / explore and an RGB PixelCNN for completion.
+COLOUR_RUNS = {
+    "rgb-vae": ("conv-vae", 30, {"data.image_size": 16, "train.lr": 1e-2, "model.latent_dim": 2}),
+    "rgb-pixelcnn": ("gated-pixelcnn", 10, {"data.image_size": 8}),
+}
+
+
+def train_colour_runs(root: Path) -> Path:
+    """Train every COLOUR_RUNS entry on the first 256 training emoji into root/<name>."""
+    from genmodels.api import train
+
+    for name, (model, steps, extra) in COLOUR_RUNS.items():
+        overrides = {f"model.{k}": v for k, v in TINY[model].items()}
+        overrides.update({"train.batch_size": 32, "train.log_every": 5, "train.grid": 3, "data.limit": 256})
+        overrides.update({"train.sample_every": 10, "train.ckpt_every": 0, **extra})
+        train(model, "emoji", steps=steps, out=root / name, overrides=overrides, progress=False)
+    return root
+
+
 _TRAINED: dict[str, Path] = {}
+
+
+def colour_runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """RUNS_DIR with the tiny colour runs: trained once per test session."""
+    if "colour" not in _TRAINED:
+        _TRAINED["colour"] = train_colour_runs(tmp_path_factory.mktemp("colour-runs"))
+    return _TRAINED["colour"]
 
 
 def serve_runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -671,3 +671,70 @@ def test_serve_refuses_a_bad_device_before_it_starts(serve_runs):
     )
     assert r.returncode == 2 and r.stdout == "", r.stdout
     assert r.stderr.startswith("error: device 'foo'") and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+# ----------------------------------------------------------------- colour runs (issue 12, point 6)
+
+
+@pytest.fixture(scope="module")
+def colour_server(tmp_path_factory):
+    """The app over tiny runs trained on real colour emoji (serve_fixtures.COLOUR_RUNS)."""
+    from serve_fixtures import colour_runs_dir
+
+    root = colour_runs_dir(tmp_path_factory)
+    with serving(root) as srv:
+        yield srv, root
+
+
+def colourful(rgb: np.ndarray) -> float:
+    """Mean absolute difference between the colour channels (0 for any grey picture)."""
+    c = rgb.astype(int)
+    return float(np.abs(c[..., 0] - c[..., 1]).mean() + np.abs(c[..., 1] - c[..., 2]).mean())
+
+
+def test_colour_runs_are_listed_and_their_grids_are_the_run_files_in_colour(colour_server):
+    srv, root = colour_server
+    rows = {r["id"]: r for r in get_json(srv, "/api/runs")["runs"]}
+    assert set(rows) == {"rgb-vae", "rgb-pixelcnn"} and {r["dataset"] for r in rows.values()} == {"emoji"}
+    data = get_json(srv, "/api/run?run=rgb-vae")
+    assert [g["step"] for g in data["grids"]] == [10, 20, 30, 30]
+    for g in data["grids"]:
+        status, headers, body = get(srv, "/files/" + g["file"])
+        assert status == 200 and headers["Content-Type"] == "image/png"
+        assert body == (root / g["file"]).read_bytes()
+        sheet = png(body)
+        assert sheet.ndim == 3 and sheet.shape[2] == 3 and colourful(sheet) > 3
+
+
+def test_colour_generate_and_interpolate_are_the_librarys_colour_images(colour_server):
+    srv, root = colour_server
+    info = get_json(srv, "/api/model?run=rgb-vae")
+    assert info["interpolate"] and info["explore"] and not info["conditional"]
+    _, _, body = get(srv, "/api/generate.png?run=rgb-vae&n=16&seed=3")
+    run = load_run(root / "rgb-vae", device="cpu")
+    expected = grid_of(run.sample(16, seed=3), nrow=8)
+    assert expected.shape == (2 * 18 + 2, 8 * 18 + 2, 3)
+    assert np.array_equal(png(body), expected) and colourful(png(body)) > 3
+    status, _, body = get(srv, "/api/interpolate.png?run=rgb-vae&a=5&b=9&steps=6")
+    assert status == 200
+    row = tiles(png(body), 16, 6)
+    assert row[0].shape == (16, 16, 3)
+    _, _, one = get(srv, "/api/generate.png?run=rgb-vae&n=1&seed=5")
+    assert np.abs(png(one).astype(int) - row[0].astype(int)).max() <= 2
+    status, _, body = get(srv, "/api/decode.png?run=rgb-vae&z=0,0")
+    assert status == 200 and png(body).shape == (16, 16, 3)
+
+
+def test_colour_completion_keeps_every_channel_of_the_top_rows(colour_server):
+    srv, root = colour_server
+    test = load_run(root / "rgb-pixelcnn", device="cpu").load_data("test")
+    status, _, body = get(srv, "/api/complete.png?run=rgb-pixelcnn&index=7&rows=3&samples=2&seed=0")
+    assert status == 200
+    parts = tiles(png(body), 8, 4)  # kept | 2 completions | original
+    original = test.images[7].transpose(1, 2, 0)
+    assert colourful(original) > 3  # a colourful emoji, so a grey or channel-swapped answer would show
+    assert np.array_equal(parts[-1], original)
+    for c in parts[:3]:
+        assert np.array_equal(c[:3], original[:3])
+    _, _, thumb = get(srv, "/api/test_image.png?run=rgb-pixelcnn&index=7")
+    assert np.array_equal(png(thumb), original)

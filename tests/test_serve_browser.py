@@ -5,6 +5,8 @@ blank, and saves a screenshot of every page under the pytest tmp dir (``.../scre
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import subprocess
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from serve_fixtures import EVALUATED, SERVE_RUNS, serve_runs_dir
 
@@ -66,25 +69,33 @@ def _need_browser() -> None:
         pytest.skip(f"needs {missing}; .ci/run installs it")
 
 
-@pytest.fixture(scope="module")
-def app_url(serve_runs):
-    """`genmodels serve RUNS_DIR --port 0` as a real process; yields its address."""
+@contextlib.contextmanager
+def serve_process(root: Path):
+    """`genmodels serve ROOT --port 0` as a real process; yields its address."""
     _need_browser()
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "genmodels", "serve", str(serve_runs), "--port", "0", "--device", "cpu"],
+        [sys.executable, "-m", "genmodels", "serve", str(root), "--port", "0", "--device", "cpu"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    line = proc.stdout.readline()
-    if "http://127.0.0.1:" not in line:
-        proc.kill()
-        pytest.fail(f"genmodels serve did not start: {line} {proc.stderr.read()}")
-    yield line.split(" at ")[1].split()[0].rstrip("/")
-    proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        line = proc.stdout.readline()
+        if "http://127.0.0.1:" not in line:
+            pytest.fail(f"genmodels serve did not start: {line} {proc.stderr.read()}")
+        yield line.split(" at ")[1].split()[0].rstrip("/")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def app_url(serve_runs):
+    """The app over the shared tiny runs, as a real process."""
+    with serve_process(serve_runs) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -323,3 +334,43 @@ def test_sampling_options_are_the_models_declared_controls(page, app_url):
     page.click("#gen-button")
     wait_new_src(page, "#gen-img", old)
     assert page.locator("#gen-error").inner_text() == ""
+
+
+# What the browser decoded, in colour: (H, W, 3) as [r, g, b] rows.
+RGB_JS = """(img) => {
+  const c = document.createElement("canvas");
+  c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const ctx = c.getContext("2d");
+  ctx.drawImage(img, 0, 0);
+  const d = ctx.getImageData(0, 0, c.width, c.height).data;
+  const out = [];
+  for (let i = 0; i < d.length; i += 4) out.push(d[i], d[i + 1], d[i + 2]);
+  return {w: c.width, h: c.height, rgb: out};
+}"""
+
+
+def test_a_colour_run_page_shows_its_grids_and_samples_in_colour(page, tmp_path_factory):
+    from serve_fixtures import colour_runs_dir
+
+    root = colour_runs_dir(tmp_path_factory)
+    with serve_process(root) as url:
+        page.js_errors.clear()
+        page.goto(url + "/#/run/rgb-vae")
+        page.wait_for_selector("#gen-img:not([hidden])")
+        for selector in ("#grid-img", "#gen-img"):
+            page.wait_for_function(
+                "(s) => { const i = document.querySelector(s); return i && i.complete && i.naturalWidth > 0; }",
+                arg=selector,
+            )
+            r = page.locator(selector).evaluate(RGB_JS)
+            shown = np.array(r["rgb"], dtype=np.uint8).reshape(r["h"], r["w"], 3)
+            # The bytes behind the picture's src (a served file or a blob the page made), fetched in the page.
+            raw = page.locator(selector).evaluate(
+                "async (i) => Array.from(new Uint8Array(await (await fetch(i.src)).arrayBuffer()))"
+            )
+            sent = np.asarray(Image.open(io.BytesIO(bytes(raw))).convert("RGB"))
+            assert np.array_equal(shown, sent), selector  # the browser shows the colour picture it was sent
+            c = shown.astype(int)
+            assert np.abs(c[..., 0] - c[..., 1]).mean() + np.abs(c[..., 1] - c[..., 2]).mean() > 3, selector
+        page.screenshot(path=tmp_path_factory.mktemp("colour-shots") / "run-rgb-vae.png", full_page=True)
+        assert page.js_errors == []
