@@ -12,11 +12,13 @@ from torch import nn
 
 from genmodels.config import from_dict
 from genmodels.errors import ConfigError, unknown
-from genmodels.models import autoencoder, diffusion, gan, pixelcnn, vae
+from genmodels.models import autoencoder, diffusion, gan, pixelcnn, vae, vqvae
 from genmodels.models.base import Batch, LossOutput, ModelSpec
 
 # Adam(2e-4, beta1 0.5): the DCGAN paper's setting (Radford et al. 2016, Sec. 4), kept by most GANs since.
 GAN_TRAIN = {"lr": 2e-4, "betas": (0.5, 0.999)}
+KERAS_ADAM = {"lr": 1e-3, "betas": (0.9, 0.999)}  # Keras' Adam() defaults
+TUTORIAL_VAE = {"arch": "mlp", "hidden": (128,), "latent_dim": 2, "act": "relu", "likelihood": "bernoulli"}
 
 MODELS: dict[str, ModelSpec] = {
     "mlp-ae": ModelSpec(
@@ -33,12 +35,41 @@ MODELS: dict[str, ModelSpec] = {
         "conv autoencoder (residual stages, strided convs)",
         {"arch": "conv", "latent_dim": 16, "act": "silu"},
     ),
+    "vq-vae": ModelSpec(
+        "autoencoder",
+        vqvae.VQVAEConfig,
+        vqvae.build,
+        "VQ-VAE (van den Oord et al. 2017): a grid of discrete codes, EMA codebook with dead-code restarts",
+    ),
     "mlp-vae": ModelSpec(
         "vae",
         vae.VAEConfig,
         vae.build,
         "MLP VAE (Kingma & Welling 2014), Gaussian posterior and prior",
         {"arch": "mlp"},
+    ),
+    "tutorial-vae": ModelSpec(
+        "vae",
+        vae.VAEConfig,
+        vae.build,
+        "tutorial: the one-hidden-layer VAE (784-128-2, 2-128-784 sigmoid), Adam 1e-3",
+        TUTORIAL_VAE,
+        KERAS_ADAM,
+    ),
+    "broken-vae": ModelSpec(
+        "vae",
+        vae.VAEConfig,
+        vae.build,
+        "tutorial: the tutorial VAE with the much-copied broken objective (one head as mean and log-variance)",
+        {
+            "arch": "mlp",
+            "hidden": (128,),
+            "latent_dim": 2,
+            "act": "relu",
+            "likelihood": "bernoulli",
+            "objective": "broken",
+        },
+        KERAS_ADAM,
     ),
     "conv-vae": ModelSpec(
         "vae",
@@ -109,6 +140,41 @@ MODELS: dict[str, ModelSpec] = {
         "the classic Keras-tutorial MLP GAN (G 100-256-512-1024-784, D 784-512-256-1), reproduced exactly",
         {"arch": "mlp", "latent_dim": 100, "init": "keras", "bn_momentum": 0.2, "bn_eps": 1e-3, "keras_compat": True},
         GAN_TRAIN,
+    ),
+    "keras-gan-1h": ModelSpec(
+        "gan",
+        gan.GANConfig,
+        gan.build,
+        "tutorial: the Keras GAN with one hidden layer each (G 100-128-784 ReLU/sigmoid, D 784-128-1), Adam 1e-3",
+        {
+            "arch": "mlp",
+            "latent_dim": 100,
+            "g_hidden": (128,),
+            "d_hidden": (128,),
+            "act": "relu",
+            "output": "sigmoid",
+            "g_norm": "none",
+            "init": "keras",
+            "keras_compat": True,
+        },
+        KERAS_ADAM,
+    ),
+    "tf-gan": ModelSpec(
+        "gan",
+        gan.GANConfig,
+        gan.build,
+        "tutorial: the TensorFlow MLP GAN (G 100-128-256-512-784 ReLU/tanh, D 784-512-256-128-1 logits), Adam 1e-4",
+        {
+            "arch": "mlp",
+            "latent_dim": 100,
+            "g_hidden": (128, 256, 512),
+            "d_hidden": (512, 256, 128),
+            "act": "relu",
+            "output": "tanh",
+            "g_norm": "none",
+            "init": "keras",
+        },
+        {"lr": 1e-4, "betas": (0.9, 0.999)},
     ),
     "dcgan": ModelSpec(
         "gan",

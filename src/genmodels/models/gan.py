@@ -67,6 +67,8 @@ class GANConfig:
     gp_lambda: float = 10.0  # wgan-gp penalty weight
     n_critic: int = 1  # D updates per G update, each on a fresh batch
     leak: float = 0.2  # LeakyReLU slope (D; and G in the mlp arch)
+    act: str = "leaky"  # mlp hidden layers of G and D: leaky (LeakyReLU(leak)) | relu
+    output: str = "tanh"  # G's output: tanh (images in [-1, 1] for D) | sigmoid (images in [0, 1], as D sees data)
     bn_momentum: float = 0.1  # PyTorch convention, running = (1 - m) * running + m * batch: Keras momentum 0.8 is 0.2
     bn_eps: float = 1e-5  # Keras' default is 1e-3
     init: str = "dcgan"  # dcgan: N(0, 0.02) | keras: glorot-uniform weights, zero biases | torch: PyTorch's defaults
@@ -80,6 +82,8 @@ class GANConfig:
             ("init", self.init, INITS),
             ("g_norm", self.g_norm, G_NORMS),
             ("d_norm", self.d_norm, D_NORMS),
+            ("act", self.act, ("leaky", "relu")),
+            ("output", self.output, ("tanh", "sigmoid")),
         ):
             if value not in valid:
                 raise unknown(f"gan {key}", value, valid)
@@ -98,6 +102,8 @@ class GANConfig:
                 "model.loss=wgan-gp penalises per-image gradients, which batch norm couples; "
                 "use model.d_norm=layer or none"
             )
+        if self.arch != "mlp" and (self.output != "tanh" or self.act != "leaky"):
+            raise ConfigError("model.output and model.act choose the mlp arch's layers; the dcgan arch has its own")
         if self.keras_compat and (self.arch != "mlp" or self.loss != "bce"):
             raise ConfigError("model.keras_compat reproduces the Keras MLP tutorial; it needs arch=mlp and loss=bce")
         if self.conditional and self.num_classes < 2:
@@ -150,21 +156,27 @@ def _norm(kind: str, width: int, config: GANConfig, dims: int) -> list[nn.Module
 
 
 def mlp_generator(config: GANConfig, z_in: int) -> nn.Sequential:
-    """The tutorial's G: z_in -> g_hidden (Dense, LeakyReLU, BatchNorm: Keras' order) -> C*H*W, tanh."""
+    """The tutorial's G: z_in -> g_hidden (Dense, LeakyReLU or ReLU, BatchNorm: Keras' order) -> C*H*W, tanh
+    (or sigmoid)."""
     c, h, w = config.image_shape
     layers: list[nn.Module] = []
     for d_in, d_out in itertools.pairwise((z_in, *config.g_hidden)):
-        layers += [Linear(d_in, d_out), nn.LeakyReLU(config.leak), *_norm(config.g_norm, d_out, config, 1)]
-    layers += [Linear(config.g_hidden[-1], c * h * w), nn.Tanh(), nn.Unflatten(1, (c, h, w))]
+        layers += [Linear(d_in, d_out), _act(config), *_norm(config.g_norm, d_out, config, 1)]
+    out = nn.Sigmoid() if config.output == "sigmoid" else nn.Tanh()
+    layers += [Linear(config.g_hidden[-1], c * h * w), out, nn.Unflatten(1, (c, h, w))]
     return nn.Sequential(*layers)
 
 
+def _act(config: GANConfig) -> nn.Module:
+    return nn.ReLU() if config.act == "relu" else nn.LeakyReLU(config.leak)
+
+
 def mlp_discriminator_body(config: GANConfig) -> tuple[nn.Sequential, int]:
-    """The tutorial's D without its last Dense: C*H*W -> d_hidden with LeakyReLU; returns (body, width)."""
+    """The tutorial's D without its last Dense: C*H*W -> d_hidden with LeakyReLU (or ReLU); returns (body, width)."""
     c, h, w = config.image_shape
     layers: list[nn.Module] = [nn.Flatten()]
     for d_in, d_out in itertools.pairwise((c * h * w, *config.d_hidden)):
-        layers += [Linear(d_in, d_out), nn.LeakyReLU(config.leak)]
+        layers += [Linear(d_in, d_out), _act(config)]
     return nn.Sequential(*layers), config.d_hidden[-1]
 
 
@@ -355,8 +367,12 @@ class GAN(nn.Module):
             raise ConfigError("this conditional GAN needs class labels; pass labels=... or train on a labelled dataset")
         return y
 
+    def _to_range(self, x: torch.Tensor) -> torch.Tensor:
+        """Data in [0, 1] as D sees it: [-1, 1] for a tanh G, unchanged for a sigmoid G."""
+        return x if self.config.output == "sigmoid" else to_model_range(x)
+
     def generate(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """G(z, y): latents (B, latent_dim) -> images (B, C, H, W) in [-1, 1]."""
+        """G(z, y): latents (B, latent_dim) -> images (B, C, H, W) in [-1, 1] ([0, 1] for a sigmoid G)."""
         y = self._labels(y)
         if y is not None:
             z = torch.cat([z, F.one_hot(y, self.config.num_classes).to(z.dtype)], 1)
@@ -404,7 +420,7 @@ class GAN(nn.Module):
         Metrics: ``d_real`` / ``d_fake`` are the mean D(real) and D(fake) (probabilities for bce);
         wgan-gp adds ``gp`` and ``w_dist`` (the critic's estimate of the Wasserstein-1 distance).
         """
-        real = to_model_range(batch.x)
+        real = self._to_range(batch.x)
         y = self._labels(batch.y)
         self._cached = None
         if self.reuses_fakes and self.training and torch.is_grad_enabled():
@@ -429,7 +445,7 @@ class GAN(nn.Module):
 
     def discriminator_loss_real(self, batch: Batch) -> LossOutput:
         """The real half of the D loss alone (keras_compat: its own optimiser step)."""
-        d_real = self.discriminator(to_model_range(batch.x), self._labels(batch.y)).float()
+        d_real = self.discriminator(self._to_range(batch.x), self._labels(batch.y)).float()
         return LossOutput(self._real_term(d_real), {"d_real": self._d_mean(d_real)})
 
     def discriminator_loss_fake(self, batch: Batch) -> LossOutput:
@@ -456,7 +472,8 @@ class GAN(nn.Module):
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Latents (B, latent_dim) -> images (B, C, H, W) in [0, 1] (the generator, as it is in its mode)."""
-        return from_model_range(self.generate(z, y).float())
+        out = self.generate(z, y).float()
+        return out if self.config.output == "sigmoid" else from_model_range(out)
 
     @torch.no_grad()
     def sample(

@@ -69,6 +69,7 @@ class VAEConfig:
     prior_components: int = 32  # mixture components (prior: mixture)
     prior_fit_images: int = 20000  # training images encoded to fit the mixture
     prior_scale: float = 1.0  # the fitted components' spread is multiplied by this (> 1: more diverse samples)
+    objective: str = "elbo"  # elbo | broken: the much-copied wrong objective (README "A broken VAE"), for the lesson
 
     def __post_init__(self) -> None:
         if self.arch not in ("mlp", "conv"):
@@ -83,6 +84,8 @@ class VAEConfig:
             raise ConfigError(f"model.latent_dim must be >= 1, got {self.latent_dim}")
         if self.beta < 0:
             raise ConfigError(f"model.beta must be >= 0, got {self.beta}")
+        if self.objective not in ("elbo", "broken"):
+            raise unknown("vae objective", self.objective, ["elbo", "broken"])
         if self.prior not in PRIORS:
             raise unknown("vae prior", self.prior, PRIORS)
         if self.prior_components < 1 or self.prior_fit_images < 2 * self.prior_components:
@@ -214,6 +217,8 @@ class VAE(nn.Module):
     def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """q(z | x, y): (mu, logvar), each (B, latent_dim)."""
         mu, logvar = self.head(self._cond(self.encoder(x), y)).float().chunk(2, dim=1)
+        if self.config.objective == "broken":  # one head used as both the mean and the log-variance
+            logvar = mu
         return mu, logvar.clamp(-30.0, 20.0)
 
     def _decoder_out(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -325,9 +330,15 @@ class VAE(nn.Module):
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
         rec = -self.log_px_given_z(self._decoder_out(z, batch.y), x)
         kl = gaussian_kl(mu, logvar)
-        loss = (rec + self.config.beta * kl).mean()
         elbo = -(rec + kl).detach().mean() + self.log_prob_offset
-        return LossOutput(loss, {"recon": rec.detach().mean(), "kl": kl.detach().mean(), "elbo": elbo})
+        metrics = {"recon": rec.detach().mean(), "kl": kl.detach().mean(), "elbo": elbo}
+        if self.config.objective == "broken":
+            # The copied mistake: the mean of the code stands in for the KL, so nothing pulls q(z | x)
+            # towards N(0, I) (the code is pushed towards large negative values instead).
+            fake_kl = z.mean(1)
+            metrics["fake_kl"] = fake_kl.detach().mean()
+            return LossOutput((rec + self.config.beta * fake_kl).mean(), metrics)
+        return LossOutput((rec + self.config.beta * kl).mean(), metrics)
 
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The posterior mean of z for images (B, C, H, W) in [0, 1]."""
