@@ -82,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     t = cmd("train", "train a model (or a family's recommended model) into a run directory")
     t.add_argument("model", nargs="?", help="model or family name (see 'genmodels models'); omit with --resume")
     t.add_argument("--dataset", help="digits (default), mnist, fashion-mnist, kmnist, cifar10, folder:PATH, npz:PATH")
+    t.add_argument(
+        "--prior-of",
+        metavar="VQ_RUN",
+        help="train an autoregressive prior (pixelsnail, a PixelCNN) on the codes of this finished vq-vae run; "
+        "sampling the prior's run decodes through that VQ-VAE",
+    )
     t.add_argument("--config", help="YAML file with model / train / data sections")
     t.add_argument(
         "--set",
@@ -327,9 +333,14 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     if a.data_dir:
         a.set = [*a.set, f"data.data_dir={a.data_dir}"]
+    dataset = a.dataset
+    if a.prior_of is not None:
+        if a.dataset is not None:
+            raise ConfigError("--prior-of trains on the vq-vae run's codes; drop --dataset")
+        dataset = "codes:" + a.prior_of
     run = train(
         a.model,
-        a.dataset,
+        dataset,
         steps=a.steps,
         max_time=a.max_time,
         batch_size=a.batch_size,

@@ -43,9 +43,15 @@ MAX_SAMPLES = 1_000_000  # per sample call: 1e6 28x28 images are 0.8 GB of uint8
 MAX_SAMPLE_BATCH = 4096  # images per network call when sampling
 
 
+CODES = "codes:"  # a dataset of a finished VQ-VAE run's codes: codes:RUN_DIR (``train --prior-of RUN_DIR``)
+
+
 def load_data(data: DataConfig, split: str = "train") -> Any:
-    """The ImageDataset a DataConfig names."""
+    """The ImageDataset a DataConfig names (``codes:RUN_DIR``: that VQ-VAE run's codes of its own split)."""
     from genmodels.data import load_dataset
+
+    if data.dataset.startswith(CODES):
+        return code_dataset(data.dataset[len(CODES) :], split)
 
     return load_dataset(
         data.dataset,
@@ -119,6 +125,9 @@ class Run:
         return torch.cat(out)
 
     def load_data(self, split: str = "train") -> Any:
+        """The run's data split; for a prior over VQ-VAE codes, the VQ-VAE's images (what samples imitate)."""
+        if "vq_run" in self.extra:
+            return self.extra["vq_run"].load_data(split)
         return load_data(self.data_config, split)
 
 
@@ -218,7 +227,8 @@ def load_run(path: str | os.PathLike, *, weights: str = "ema", device: str = "cp
         raise CheckpointError(f"checkpoint {ckpt} does not fit model {cfg['model_name']}: {first}") from None
     model.to(target).eval()
     used = "ema" if weights == "ema" and loaded["ema"] is not None else "raw"
-    return Run(run_dir, cfg, read_meta(run_dir), model, int(loaded["meta"]["step"]), used)
+    run = Run(run_dir, cfg, read_meta(run_dir), model, int(loaded["meta"]["step"]), used)
+    return attach_prior(run) if str(cfg["data"].get("dataset", "")).startswith(CODES) else run
 
 
 @contextlib.contextmanager
@@ -243,3 +253,100 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+# ----------------------------------------------------------------------------- priors over VQ-VAE codes
+
+
+def vq_run(path: str | os.PathLike) -> Run:
+    """A finished VQ-VAE run to train or use a prior on, or one error line that says what it is instead."""
+    from genmodels.models.vqvae import VQVAE
+
+    run_dir = Path(path)
+    try:
+        run = load_run(run_dir)
+    except GenmodelsError as e:
+        raise ConfigError(f"--prior-of {run_dir}: {e}") from None
+    if not isinstance(run.model, VQVAE):
+        raise ConfigError(
+            f"--prior-of {run_dir} is a {run.model_name} run; a prior is trained on the codes of a vq-vae run "
+            f"(genmodels train vq-vae --dataset NAME --out RUN)"
+        )
+    status = run.meta.get("status")
+    if status != "finished":
+        raise ConfigError(
+            f"--prior-of {run_dir}: the vq-vae run is {status or 'not finished'}; "
+            f"finish it first (genmodels train --resume {run_dir})"
+        )
+    return run
+
+
+def vq_fingerprint(run: Run) -> str:
+    """SHA-256 over the weight files of the checkpoint a run was loaded from (its step and files)."""
+    import hashlib
+
+    ckpt = step_dir(run.path / "checkpoints", run.step)
+    h = hashlib.sha256(f"step {run.step}".encode())
+    for name in ("model.safetensors", "ema.safetensors"):
+        if ckpt is not None and (ckpt / name).is_file():
+            h.update(safeio.sha256_file(ckpt / name).encode())
+    return h.hexdigest()
+
+
+def code_dataset(path: str, split: str) -> Any:
+    """The codes (uint8 (N, 1, h, w), values 0..K-1) of a finished VQ-VAE run's own ``split``, with its labels."""
+    from genmodels.data.dataset import ImageDataset
+
+    run = vq_run(path)
+    images = run.load_data(split)
+    model = run.model
+    codes = []
+    with torch.no_grad():
+        for i in range(0, len(images.images), 500):
+            x = torch.from_numpy(images.images[i : i + 500]).to(run.device).float().div_(255.0)
+            codes.append(model.encode_codes(x).to(torch.uint8).cpu()[:, None])
+    grid = torch.cat(codes).numpy() if codes else torch.empty(0, 1, *model.config.grid, dtype=torch.uint8).numpy()
+    return ImageDataset(
+        name=CODES + str(Path(path).resolve()),
+        split=split,
+        images=grid,
+        labels=images.labels,
+        classes=list(images.classes),
+        source=f"codes of the vq-vae run {path} (step {run.step}) of {images.name} {split}",
+    )
+
+
+class CodePrior(nn.Module):
+    """A prior over VQ-VAE codes and the VQ-VAE that decodes them: ``sample`` gives images."""
+
+    def __init__(self, prior: nn.Module, vq: nn.Module) -> None:
+        super().__init__()
+        self.prior, self.vq = prior, vq
+        self.config = vq.config  # image_shape: what samples look like
+        self.sample_options = prior.sample_options
+        self.conditional = prior.conditional
+
+    @torch.no_grad()
+    def sample_codes(self, n: int, **kwargs: Any) -> torch.Tensor:
+        """(n, h, w) code indices drawn from the prior."""
+        return torch.round(self.prior.sample(n, **kwargs)[:, 0] * 255.0).long()
+
+    @torch.no_grad()
+    def sample(self, n: int, **kwargs: Any) -> torch.Tensor:
+        return self.vq.decode_codes(self.sample_codes(n, **kwargs))
+
+
+def attach_prior(run: Run) -> Run:
+    """A prior run loaded with its VQ-VAE: checks that the VQ-VAE has not changed since the prior was trained."""
+    recorded = run.meta.get("prior_of") or {}
+    path = run.config["data"]["dataset"][len(CODES) :]
+    vq = vq_run(path)
+    if recorded.get("sha256") != vq_fingerprint(vq):
+        raise CheckpointError(
+            f"the vq-vae run {path} changed since the prior {run.path} was trained on its codes (its checkpoint "
+            f"is not the one recorded in {run.path}/run.json); train the prior again with --prior-of {path}"
+        )
+    vq.model.to(run.device)
+    run.model = CodePrior(run.model, vq.model).eval()
+    run.extra["vq_run"] = vq
+    return run

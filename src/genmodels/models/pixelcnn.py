@@ -73,6 +73,7 @@ class PixelCNNConfig:
     first_kernel: int = 7  # kernel size of the first, mask-A layer (odd)
     head_channels: int = 0  # width of the 1x1 output layers; 0 = channels
     output: str = "logistic"  # logistic (mixture) | softmax (256-way, as the papers) | bernoulli (binarised images)
+    levels: int = 256  # softmax: values 0..levels-1 of the stored uint8 data (a VQ-VAE prior: its codebook size)
     mixtures: int = 5  # components of the discretised logistic mixture
     binarize: str = "dynamic"  # bernoulli only: dynamic (resample every batch) | static (threshold 0.5)
     conditional: bool = False  # condition on the class label (2016b, Eq. 4)
@@ -109,6 +110,10 @@ class PixelCNNConfig:
             raise ConfigError(f"model.layers must be >= 1, got {self.layers}")
         if self.mixtures < 1:
             raise ConfigError(f"model.mixtures must be >= 1, got {self.mixtures}")
+        if not 2 <= self.levels <= 256 or (self.levels != 256 and self.output != "softmax"):
+            raise ConfigError(
+                f"model.levels must be in 2..256 and differ from 256 only with output=softmax, got {self.levels}"
+            )
         if self.res_blocks < 0:
             raise ConfigError(f"model.res_blocks must be >= 0, got {self.res_blocks}")
         if not 0.0 <= self.dropout < 1.0:
@@ -126,7 +131,7 @@ class PixelCNNConfig:
     @property
     def params_per_channel(self) -> int:
         """Output parameters per pixel and colour: 1 logit, 256 logits, or K (weight, mean, log-scale)."""
-        return {"bernoulli": 1, "softmax": 256, "logistic": 3 * self.mixtures}[self.output]
+        return {"bernoulli": 1, "softmax": self.levels, "logistic": 3 * self.mixtures}[self.output]
 
 
 def gate(a: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,18 @@ from genmodels.config import from_dict
 from genmodels.errors import ConfigError, GenmodelsError
 from genmodels.models import check_size, make_config, model_spec
 from genmodels.models.base import Encodable, HasPrior, is_conditional
-from genmodels.runs import Run, load_data, load_run, read_config, read_meta, run_lock, write_meta
+from genmodels.runs import (
+    CODES,
+    Run,
+    load_data,
+    load_run,
+    read_config,
+    read_meta,
+    run_lock,
+    vq_fingerprint,
+    vq_run,
+    write_meta,
+)
 from genmodels.seeding import derive_seed
 from genmodels.training import distributed
 from genmodels.training.batches import images_tensor
@@ -184,6 +195,8 @@ def _decide(
     if model is None:
         raise ConfigError("name a model to train (e.g. genmodels train vae --dataset digits); see genmodels models")
     flags = {"train": flag_train, "data": {"dataset": dataset} if dataset is not None else {}}
+    if dataset is not None and dataset.startswith(CODES):
+        overrides = _prior_overrides(model, dataset, overrides)
     cfg = resolve_run_config(model, config_file=config, sets=overrides, flags=flags)
     run_dir = Path(out) if out is not None else default_out(cfg["model_name"], cfg["data"]["dataset"])
     _check_new_run_dir(run_dir)
@@ -192,6 +205,25 @@ def _decide(
     ds = load_data(from_dict(DataConfig, cfg["data"], section="data"), "train")
     cfg = resolve_run_config(model, config_file=config, sets=overrides, flags=flags, shape=ds.shape)
     return cfg, run_dir, ds
+
+
+def _prior_overrides(model: str, dataset: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """A prior over a VQ-VAE's K codes is a K-way softmax PixelCNN / PixelSNAIL; other models are refused."""
+    from genmodels.models import FAMILIES
+
+    name = FAMILIES.get(model, model)
+    if model_spec(name).family != "pixelcnn":
+        raise ConfigError(
+            f"--prior-of trains an autoregressive prior; {model} is a {model_spec(name).family} model "
+            f"(use pixelsnail, gated-pixelcnn or pixelcnn)"
+        )
+    vq = vq_run(dataset[len(CODES) :])
+    k = vq.model.config.codebook_size
+    given = dict(overrides or {})
+    for key, need in (("model.output", "softmax"), ("model.levels", k)):
+        if key in given and given[key] != need:
+            raise ConfigError(f"a prior over {k} codes needs {key}={need}, got {given[key]}; drop that --set")
+    return {"model.output": "softmax", "model.levels": k, **given}
 
 
 def _check_new_run_dir(run_dir: Path) -> None:
@@ -308,6 +340,9 @@ def _start_meta(
         }
     )
     meta.setdefault("created", _now())
+    if ds.name.startswith(CODES) and not resuming:
+        vq = vq_run(ds.name[len(CODES) :])
+        meta["prior_of"] = {"run": str(vq.path.resolve()), "step": vq.step, "sha256": vq_fingerprint(vq)}
     write_meta(run_dir, meta)
     return meta
 
