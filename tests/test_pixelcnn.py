@@ -84,6 +84,13 @@ def future_mask(shape, r: int, c: int, ch: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------- causality
 
 
+def outputs_and_futures(jac: torch.Tensor, shape):
+    """For every output (r, c, ch): its gradient row (C, H, W) and the mask of inputs it must not see."""
+    colors, h, w = shape
+    for r, c, ch in itertools.product(range(h), range(w), range(colors)):
+        yield (r, c, ch), jac[ch, r, c], future_mask(shape, r, c, ch)
+
+
 @pytest.mark.parametrize("colors", [1, 3], ids=["gray", "rgb"])
 @pytest.mark.parametrize("arch", ["masked", "gated", "snail"])
 @pytest.mark.parametrize("output", ["logistic", "softmax"])
@@ -97,9 +104,7 @@ def test_every_output_sees_only_the_past_exactly(arch, colors, output):
     m = model(ARCHS[arch], shape, output=output, layers=layers, channels=24 if colors == 3 else 12)
     x = torch.rand(1, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     jac = jacobian(m, x)
-    for r, c, ch in itertools.product(range(5), range(5), range(colors)):
-        g = jac[ch, r, c]
-        fut = future_mask(shape, r, c, ch)
+    for (r, c, ch), g, fut in outputs_and_futures(jac, shape):
         assert torch.all(g[fut] == 0), f"output (row {r}, col {c}, colour {ch}) sees the future: {g[fut].abs().max()}"
         if (r, c, ch) != (0, 0, 0):
             assert g[~fut].abs().sum() > 0, f"output ({r}, {c}, {ch}) ignores the past"
@@ -177,9 +182,7 @@ def test_pixelsnail_sees_every_earlier_pixel_with_one_block(colors):
     m = model("pixelsnail", shape, layers=1, res_blocks=1, channels=24 if colors == 3 else 12)
     x = torch.rand(1, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     jac = jacobian(m, x)
-    for r, c, ch in itertools.product(range(6), range(7), range(colors)):
-        g = jac[ch, r, c]
-        fut = future_mask(shape, r, c, ch)
+    for (r, c, ch), g, fut in outputs_and_futures(jac, shape):
         assert torch.all(g[fut] == 0), f"output ({r}, {c}, {ch}) sees the future"
         assert torch.all(g[~fut] != 0), f"output ({r}, {c}, {ch}) misses an earlier input"
     # Without attention the same kernels would miss pixels: the cone of a 3x3 first layer and one
