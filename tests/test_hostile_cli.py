@@ -30,7 +30,7 @@ def run(*args: str, timeout: float = 180, cwd: Path | None = None) -> subprocess
     )
 
 
-def one_error(r: subprocess.CompletedProcess, *needles: str) -> str:
+def assert_one_error(r: subprocess.CompletedProcess, *needles: str) -> str:
     """Assert exit 2 and exactly one stderr line, ``error: ...`` containing every needle; returns it."""
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
@@ -79,7 +79,7 @@ def copy(trained, tmp_path) -> Path:
 )
 def test_bad_arguments_are_one_error_line(trained, tmp_path, args, needle):
     r = run(*[a.format(run=trained, tmp=tmp_path) for a in args])
-    one_error(r, needle)
+    assert_one_error(r, needle)
     assert not any(tmp_path.iterdir()), "nothing is written on a refused command"
 
 
@@ -95,18 +95,18 @@ def test_a_decompression_bomb_png_is_refused_by_complete(tmp_path):
             "--set", "train.grid=1")  # fmt: skip
     assert r.returncode == 0, r.stderr
     r = run("complete", str(pix), "--input", str(bomb), "--rows", "3", "-o", str(tmp_path / "c.png"))
-    one_error(r, "decompression bomb")
+    assert_one_error(r, "decompression bomb")
 
 
 def test_a_config_that_is_not_utf8_or_has_wrong_types_is_one_line(copy, tmp_path):
     cfg = copy / "config.yaml"
     good = cfg.read_bytes()
     cfg.write_bytes(b"model_name: \xff\xfe mlp-vae\n")
-    one_error(run("sample", str(copy), "-n", "2", "-o", str(tmp_path / "a.png")), "UTF-8")
+    assert_one_error(run("sample", str(copy), "-n", "2", "-o", str(tmp_path / "a.png")), "UTF-8")
     for broken in ({"model": [1, 2]}, {"model_name": 5}, {"model": {"latent_dim": "two"}}):
         doc = {**yaml.safe_load(good), **broken}
         cfg.write_text(yaml.safe_dump(doc))
-        one_error(run("sample", str(copy), "-n", "2", "-o", str(tmp_path / "a.png")))
+        assert_one_error(run("sample", str(copy), "-n", "2", "-o", str(tmp_path / "a.png")))
 
 
 @pytest.mark.parametrize("step", ["missing", "abc"])
@@ -118,7 +118,7 @@ def test_state_json_without_a_valid_step_is_one_line(copy, tmp_path, step):
     else:
         meta["step"] = step
     (ck / "state.json").write_text(json.dumps(meta))
-    one_error(run("sample", str(copy), "-n", "2", "-o", str(tmp_path / "a.png")), "no valid step")
+    assert_one_error(run("sample", str(copy), "-n", "2", "-o", str(tmp_path / "a.png")), "no valid step")
 
 
 def test_nan_weights_with_valid_hashes_are_refused_at_load(copy, tmp_path):
@@ -135,7 +135,7 @@ def test_nan_weights_with_valid_hashes_are_refused_at_load(copy, tmp_path):
     meta = json.loads((ck / "state.json").read_text())
     meta["files"] = {f: sha256_file(ck / f) for f in meta["files"]}  # valid hashes of the NaN weights
     (ck / "state.json").write_text(json.dumps(meta))
-    one_error(run("sample", str(copy), "-n", "2", "-o", str(tmp_path / "a.png")), "non-finite")
+    assert_one_error(run("sample", str(copy), "-n", "2", "-o", str(tmp_path / "a.png")), "non-finite")
 
 
 def test_latest_symlinked_to_a_system_file_does_not_print_it(copy, tmp_path):
@@ -143,7 +143,7 @@ def test_latest_symlinked_to_a_system_file_does_not_print_it(copy, tmp_path):
     secret.write_text("root:x:0:0:SECRET-CONTENT:/root:/bin/bash\n" * 50)
     (copy / "checkpoints" / "latest").unlink()
     (copy / "checkpoints" / "latest").symlink_to(secret)
-    line = one_error(run("sample", str(copy), "-n", "2", "-o", str(tmp_path / "a.png")), "outside")
+    line = assert_one_error(run("sample", str(copy), "-n", "2", "-o", str(tmp_path / "a.png")), "outside")
     assert "SECRET" not in line
 
 
@@ -157,8 +157,8 @@ def test_a_step_directory_symlinked_to_another_run_is_never_loaded_or_copied(cop
         shutil.rmtree(d)
     (copy / "checkpoints" / theirs.name).symlink_to(theirs, target_is_directory=True)
     (copy / "checkpoints" / "latest").write_text(theirs.name + "\n")
-    one_error(run("sample", str(copy), "-n", "2", "-o", str(tmp_path / "a.png")), "symlink")
-    one_error(run("train", "--resume", str(copy), "--no-progress"), "symlink")
+    assert_one_error(run("sample", str(copy), "-n", "2", "-o", str(tmp_path / "a.png")), "symlink")
+    assert_one_error(run("train", "--resume", str(copy), "--no-progress"), "symlink")
     assert all(p.is_symlink() for p in (copy / "checkpoints").glob("step-*"))  # nothing copied in
 
 
@@ -183,7 +183,7 @@ def test_train_into_a_non_empty_directory_that_is_not_a_run_is_refused(tmp_path)
     (out / "samples").mkdir(parents=True)
     (out / "samples" / "final.png").write_bytes(b"the user's own picture")
     r = run("train", "mlp-ae", "--dataset", "digits", "--steps", "2", "--out", str(out), "--no-progress")
-    one_error(r, "non-empty directory that is not a genmodels run")
+    assert_one_error(r, "non-empty directory that is not a genmodels run")
     assert (out / "samples" / "final.png").read_bytes() == b"the user's own picture"
     assert sorted(p.name for p in out.rglob("*")) == ["final.png", "samples"]
 
@@ -191,14 +191,14 @@ def test_train_into_a_non_empty_directory_that_is_not_a_run_is_refused(tmp_path)
 def test_a_data_error_leaves_no_run_directory_behind(tmp_path):
     out = tmp_path / "new-run"
     r = run("train", "mlp-ae", "--dataset", f"folder:{tmp_path / 'nowhere'}", "--steps", "2", "--out", str(out))
-    one_error(r)
+    assert_one_error(r)
     assert not out.exists()
 
 
 def test_resume_refuses_what_cannot_change_and_leaves_the_config_alone(copy, tmp_path):
     before = (copy / "config.yaml").read_bytes()
-    one_error(run("train", "--resume", str(copy), "--seed", "5", "--batch-size", "4"), "cannot change on resume")
-    one_error(run("train", "--resume", str(copy), "--out", str(tmp_path / "elsewhere")), "drop --out")
+    assert_one_error(run("train", "--resume", str(copy), "--seed", "5", "--batch-size", "4"), "cannot change on resume")
+    assert_one_error(run("train", "--resume", str(copy), "--out", str(tmp_path / "elsewhere")), "drop --out")
     assert (copy / "config.yaml").read_bytes() == before
     assert not (tmp_path / "elsewhere").exists()
 
@@ -218,7 +218,7 @@ def test_resume_refuses_what_cannot_change_and_leaves_the_config_alone(copy, tmp
 )
 def test_huge_sizes_are_refused_before_any_memory_is_taken(tmp_path, sets, needle):
     r = run("train", "mlp-vae", "--dataset", "digits", "--steps", "1", "--out", str(tmp_path / "r"), *sets)
-    one_error(r, needle)
+    assert_one_error(r, needle)
 
 
 @pytest.mark.parametrize("label", [10**8, 2**62])
@@ -227,7 +227,7 @@ def test_npz_labels_beyond_the_class_limit_are_refused(tmp_path, label):
     labels = np.array([0, 1, 2, label], np.int64)
     np.savez(tmp_path / "d.npz", images=images, labels=labels)
     r = run("train", "mlp-ae", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--steps", "1", "--out", str(tmp_path / "r"))
-    one_error(r, "classes")
+    assert_one_error(r, "classes")
 
 
 def test_sampling_to_npz_streams_the_same_images_as_the_api(trained, tmp_path):
@@ -284,4 +284,4 @@ def test_deeply_nested_run_records_do_not_crash_loading(copy, tmp_path):
     r = run("sample", str(copy), "-n", "2", "-o", str(tmp_path / "a.png"))
     assert r.returncode == 0, r.stderr
     (copy / "config.yaml").write_text("a: " + "[" * 5000)
-    one_error(run("sample", str(copy), "-n", "2", "-o", str(tmp_path / "b.png")), "config.yaml")
+    assert_one_error(run("sample", str(copy), "-n", "2", "-o", str(tmp_path / "b.png")), "config.yaml")

@@ -227,7 +227,9 @@ def load_run(path: str | os.PathLike, *, weights: str = "ema", device: str = "cp
         raise CheckpointError(f"checkpoint {ckpt} does not fit model {cfg['model_name']}: {first}") from None
     model.to(target).eval()
     used = "ema" if weights == "ema" and loaded["ema"] is not None else "raw"
-    run = Run(run_dir, cfg, read_meta(run_dir), model, int(loaded["meta"]["step"]), used)
+    # The weight files' SHA-256s as state.json records them (load_checkpoint verified them): the checkpoint's identity.
+    files = dict(loaded["meta"]["files"])
+    run = Run(run_dir, cfg, read_meta(run_dir), model, int(loaded["meta"]["step"]), used, {"checkpoint_files": files})
     return attach_prior(run) if str(cfg["data"].get("dataset", "")).startswith(CODES) else run
 
 
@@ -282,14 +284,15 @@ def vq_run(path: str | os.PathLike) -> Run:
 
 
 def vq_fingerprint(run: Run) -> str:
-    """SHA-256 over the weight files of the checkpoint a run was loaded from (its step and files)."""
+    """SHA-256 over the step and the weight files' digests of the checkpoint a run was loaded from (the
+    digests load_checkpoint verified, so no file is read again)."""
     import hashlib
 
-    ckpt = step_dir(run.path / "checkpoints", run.step)
+    files = run.extra["checkpoint_files"]
     h = hashlib.sha256(f"step {run.step}".encode())
     for name in ("model.safetensors", "ema.safetensors"):
-        if ckpt is not None and (ckpt / name).is_file():
-            h.update(safeio.sha256_file(ckpt / name).encode())
+        if name in files:
+            h.update(str(files[name]).encode())
     return h.hexdigest()
 
 

@@ -110,6 +110,10 @@ def _decoder(c: VQVAEConfig) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 class Codebook(nn.Module):
     """The EMA codebook: nearest-code quantisation, moving-average updates and dead-code restarts."""
 
@@ -133,7 +137,7 @@ class Codebook(nn.Module):
         size = len(self.embed)
         onehot = F.one_hot(idx, size).to(flat.dtype)
         count, total = onehot.sum(0), onehot.t() @ flat
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if _distributed():
             torch.distributed.all_reduce(count)
             torch.distributed.all_reduce(total)
         self.ema_count.mul_(self.decay).add_(count, alpha=1.0 - self.decay)
@@ -144,7 +148,7 @@ class Codebook(nn.Module):
         dead = (self.ema_count < self.restart_below).nonzero()[:, 0]
         if len(dead):
             picks = flat[torch.randint(len(flat), (len(dead),), device=flat.device)]
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
+            if _distributed():
                 torch.distributed.broadcast(picks, 0)  # every rank restarts with the same vectors
             self.embed[dead] = picks
             self.ema_sum[dead] = picks

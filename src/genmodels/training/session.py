@@ -39,7 +39,7 @@ from genmodels.runs import (
 from genmodels.seeding import derive_seed
 from genmodels.training import distributed
 from genmodels.training.batches import images_tensor
-from genmodels.training.config import DataConfig, TrainConfig, resolve_run_config
+from genmodels.training.config import DataConfig, TrainConfig, resolve_name, resolve_run_config
 from genmodels.training.trainer import Monitor, Trainer, TrainingDiverged, TrainResult
 
 # (data config, image shape, device) -> a class monitor for the Trainer, or None; the evaluation
@@ -209,9 +209,7 @@ def _decide(
 
 def _prior_overrides(model: str, dataset: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
     """A prior over a VQ-VAE's K codes is a K-way softmax PixelCNN / PixelSNAIL; other models are refused."""
-    from genmodels.models import FAMILIES
-
-    name = FAMILIES.get(model, model)
+    name, _ = resolve_name(model)
     if model_spec(name).family != "pixelcnn":
         raise ConfigError(
             f"--prior-of trains an autoregressive prior; {model} is a {model_spec(name).family} model "
