@@ -19,7 +19,7 @@ import torch
 
 from genmodels.checkpoints import checkpoint_dirs, latest_checkpoint, load_checkpoint, parse_step_name
 from genmodels.training.config import TrainConfig
-from genmodels.training.schedule import MARGIN, SKIP, StepBudget, lr_factor
+from genmodels.training.schedule import MARGIN, SKIP, WARMUP_SECONDS, WARMUP_SHARE, StepBudget, lr_factor
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -44,16 +44,27 @@ def test_the_time_budget_is_fixed_from_the_warm_up_and_then_ignores_the_clock():
     assert b.progress(b.total // 2) == pytest.approx(0.5, abs=1e-3)
 
 
+@pytest.mark.parametrize("minutes", [5.0, 20.0])
+def test_a_fast_model_is_timed_for_seconds_not_for_a_count_of_steps(minutes):
+    """A 5 ms step (an MLP VAE) is timed for min(20 s, 5% of the limit), not for a fixed count of steps:
+    200 steps (1 s) misjudged such a run's speed by a quarter on a noisy machine."""
+    b = StepBudget(steps=None, max_time=minutes)
+    step = 0
+    while not b.observe(step := step + 1, 0.005 * step):
+        pass
+    assert 0.005 * step >= min(WARMUP_SECONDS, WARMUP_SHARE * 60 * minutes) >= 15.0
+
+
 def test_both_limits_take_the_smaller_and_say_which_stopped_it():
     b = StepBudget(steps=50, max_time=10.0)  # 600 s at 1 s per step would be ~580 steps: 50 is smaller
-    for step in range(1, 12):
+    for step in range(1, 30):  # the warm-up: 20 s
         b.observe(step, 1.0 * step)
     assert b.total == 50 and b.done(50, 1.0) == "steps"
 
 
 def test_a_machine_far_slower_than_its_warm_up_still_stops_at_twice_the_limit():
-    b = StepBudget(steps=None, max_time=0.1)  # 6 s; the warm-up times up to 200 steps at 1 ms
-    for step in range(1, 210):
+    b = StepBudget(steps=None, max_time=0.1)  # 6 s; the warm-up times 0.3 s: 300 steps at 1 ms
+    for step in range(1, 400):
         b.observe(step, 0.001 * step)
     assert b.total > 1000
     assert b.done(20, 12.0) == "time"  # 2 x 6 s: cut short, with a warning from the Trainer
