@@ -162,7 +162,10 @@ def test_by_shape_rules_pick_settings_for_colour_and_64_px_and_explicit_settings
     for family, key in (("gan", "g_channels"), ("autoencoder", "channels")):
         small = resolve_run_config(family, shape=(3, 32, 32))["model"][key]
         assert len(resolve_run_config(family, shape=(3, 64, 64))["model"][key]) == len(small) + 1
-    assert resolve_run_config("diffusion", shape=(3, 64, 64))["model"]["patch"] == 4
+    for family, key in (("diffusion", "channels"),):  # a level more for 64 px, on the same patches
+        small = resolve_run_config(family, shape=(3, 32, 32))["model"]
+        big = resolve_run_config(family, shape=(3, 64, 64))["model"]
+        assert len(big[key]) == len(small[key]) + 1 and big["patch"] == small["patch"] == 2
     # --set, --config and flags sit above the shape rules
     mine = resolve_run_config("vae", shape=(3, 64, 64), sets={"latent_dim": 7, "model.likelihood": "gaussian"})
     assert mine["model"]["latent_dim"] == 7 and mine["model"]["likelihood"] == "gaussian"

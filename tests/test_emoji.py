@@ -181,4 +181,4 @@ def test_npz_and_folder_colour_data_of_either_size_get_the_same_picks(tmp_path, 
             "train.sample_every=0", "model.sampling_steps=2",
         )["model"]  # fmt: skip
         assert model["image_shape"] == [3, size, size]
-        assert (model["patch"], model["channels"]) == ((4, [64, 128]) if size == 64 else (2, [48, 96]))
+        assert (model["patch"], model["channels"]) == ((2, [32, 64, 128]) if size == 64 else (2, [48, 96]))
