@@ -37,6 +37,20 @@ EXAMPLES = {
     "leaderboard": """examples:
   genmodels leaderboard runs/                  # every evaluated run under runs/, per dataset, sorted by FID
   genmodels leaderboard runs/ --out board.md   # also writes board.json and board.png""",
+    "inpaint": """examples:
+  genmodels inpaint runs/diffusion-fm --input test --mask center -o centre.png      # 8 test images, 4 fills each
+  genmodels inpaint runs/vae-fm --input shirt.png --mask holes.png -o shirt.png     # white in holes.png = fill
+  genmodels inpaint runs/pixelcnn-fm --input test --mask bottom -n 16 -o fills.npz  # uint8 (N * S) x C x H x W
+  genmodels inpaint runs/diffusion-fm --input test --mask left --set resample=10 -o left.png""",
+    "edit": """examples:
+  genmodels edit runs/diffusion-fm --input test --strength 0.5 -o edits.png          # SDEdit, 4 edits each
+  genmodels edit runs/cddpm-fm --input test --to-class 3 --strength 0.6 -o dresses.png  # towards class 3
+  genmodels edit runs/vae-fm --input shirt.png --from-class 6 --to-class 3 -o dress.png  # latent arithmetic
+  genmodels edit runs/diffusion-emoji --input face.png --strength 0.3 -n 1 --samples 8 -o faces.npz""",
+    "doctor": """examples:
+  genmodels doctor               # what this machine offers and which fast paths were chosen, and why
+  genmodels doctor --remeasure   # time the fast paths again (on a quiet machine) and cache the decision
+  genmodels doctor --json""",
     "complete": """examples:
   genmodels complete runs/pixelcnn-fm --input test --rows 14 -o halves.png      # 8 test images, 4 completions each
   genmodels complete runs/pixelcnn-fm --input shirt.png --rows 10 -o shirt-completed.png
@@ -59,6 +73,12 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
+INPUT_HELP = (
+    "a PNG/JPEG image (resized to the model's size), an .npz with 'images' (and optional 'labels'), "
+    "or 'test' / 'train' for -n seeded random images of the run's dataset split"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -193,13 +213,7 @@ def _parser() -> argparse.ArgumentParser:
         "the kept rows, the completions and the original",
     )
     co.add_argument("run")
-    co.add_argument(
-        "--input",
-        required=True,
-        metavar="FILE",
-        help="a PNG/JPEG image (resized to the model's size), an .npz with 'images' (and optional 'labels'), "
-        "or 'test' / 'train' for -n seeded random images of the run's dataset split",
-    )
+    co.add_argument("--input", required=True, metavar="FILE", help=INPUT_HELP)
     co.add_argument("--rows", type=int, required=True, metavar="K", help="rows to keep from the top")
     co.add_argument("-o", "--output", required=True, help="FILE.png (a sheet) or FILE.npz (the completions, uint8)")
     co.add_argument("-n", type=int, default=8, help="images to take from an .npz or dataset split (default 8)")
@@ -210,6 +224,72 @@ def _parser() -> argparse.ArgumentParser:
     co.add_argument("--device", default="auto")
     co.add_argument("--temperature", type=float, help="sampling temperature (default 1: the model itself)")
     co.add_argument("--sampler", help="fast (default) | naive")
+
+    ed = cmd(
+        "edit",
+        "edit images: diffusion by SDEdit (noise to --strength, denoise; towards --to-class with a conditional "
+        "model), vae / autoencoder by latent arithmetic (the mean code of --to-class minus that of the image's "
+        "class); each output row shows the input, then its edits",
+    )
+    ed.add_argument("run")
+    ed.add_argument("--input", required=True, metavar="FILE", help=INPUT_HELP)
+    ed.add_argument("-o", "--output", required=True, help="FILE.png (a sheet) or FILE.npz (the edits, uint8)")
+    ed.add_argument(
+        "--strength",
+        type=float,
+        help="diffusion: how far to noise, in (0, 1]: small stays faithful, 1 is a new sample (default 0.5)",
+    )
+    ed.add_argument("--to-class", type=int, metavar="K", help="the class to edit towards")
+    ed.add_argument(
+        "--from-class",
+        type=int,
+        metavar="K",
+        help="vae / autoencoder: the inputs' class (default: their labels, from a dataset split or .npz)",
+    )
+    ed.add_argument("--scale", type=float, default=1.0, help="vae / autoencoder: multiple of the class direction")
+    ed.add_argument("-n", type=int, default=8, help="images to take from an .npz or dataset split (default 8)")
+    ed.add_argument("--samples", type=int, default=4, help="diffusion: edits per image (default 4)")
+    ed.add_argument("--seed", type=int, default=0)
+    ed.add_argument("--weights", choices=["ema", "raw"], default="ema")
+    ed.add_argument("--device", default="auto")
+    ed.add_argument("--sampler", help="diffusion: ddpm | ddim | dpm-solver (default: the model's)")
+    ed.add_argument("--sampling-steps", type=int, help="diffusion: the sampler's steps for strength 1")
+    ed.add_argument("--guidance", type=float, help="conditional diffusion: classifier-free guidance scale")
+
+    ip = cmd(
+        "inpaint",
+        "fill the hidden pixels of images: diffusion by RePaint, vae / autoencoder by fitting the code to the "
+        "known pixels, pixelcnn / pixelsnail by sampling the bottom rows; each output row shows the known "
+        "pixels, the fills and the original",
+    )
+    ip.add_argument("run")
+    ip.add_argument("--input", required=True, metavar="FILE", help=INPUT_HELP)
+    ip.add_argument(
+        "--mask",
+        required=True,
+        metavar="MASK",
+        help="the pixels to fill: center | left | right | top | bottom (that half) | random (half the pixels, "
+        "seeded), or a black-and-white PNG of the model's size, white = fill",
+    )
+    ip.add_argument("-o", "--output", required=True, help="FILE.png (a sheet) or FILE.npz (the fills, uint8)")
+    ip.add_argument("-n", type=int, default=8, help="images to take from an .npz or dataset split (default 8)")
+    ip.add_argument("--samples", type=int, default=4, help="fills per image (default 4)")
+    ip.add_argument("--class", dest="klass", type=int, help="conditional models: inpaint as this class")
+    ip.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an inpainting option (repeatable): diffusion steps, jump_length, resample, guidance; vae / "
+        "autoencoder steps, lr, pixel_std, init_noise; pixelcnn temperature, sampler",
+    )
+    ip.add_argument("--seed", type=int, default=0)
+    ip.add_argument("--weights", choices=["ema", "raw"], default="ema")
+    ip.add_argument("--device", default="auto")
+
+    dr = cmd("doctor", "what this machine offers (CPU features, bf16, CUDA) and which fast paths are used, and why")
+    dr.add_argument("--remeasure", action="store_true", help="time the fast paths again and replace the cache")
+    dr.add_argument("--json", action="store_true", help="print the report as JSON")
 
     d = cmd("datasets", "list datasets: shape, classes, and where each was found or why not")
     d.add_argument("--data-dir")
@@ -618,10 +698,24 @@ def _completion_input(run: Any, a: argparse.Namespace) -> tuple[Any, Any, str]:
     return torch.from_numpy(arr.copy())[None].float().div_(255.0), None, f"{path}{resized}"
 
 
+def _input_labels(run: Any, klass: int | None, y: Any, n: int, what: str) -> Any:
+    """The classes to condition n input images on: --class K for all, else their own labels; None for an
+    unconditional model."""
+    from genmodels.models.base import is_conditional
+
+    if not is_conditional(run.model):
+        return None
+    if klass is not None:
+        return _class_labels(run.model, run.model_name, klass, n)
+    if y is None:
+        raise ConfigError(f"{run.model_name} is class-conditional and {what} has no labels; pass --class K")
+    return y
+
+
 def cmd_complete(a: argparse.Namespace) -> int:
     import torch
 
-    from genmodels.models.base import Completable, is_conditional, num_classes
+    from genmodels.models.base import Completable
     from genmodels.runs import load_run
     from genmodels.viz import save_grid
     from genmodels.viz.completion import complete_images, completion_sheet
@@ -640,16 +734,7 @@ def cmd_complete(a: argparse.Namespace) -> int:
     height = model.config.image_shape[1]
     if not 0 <= a.rows <= height:
         raise ConfigError(f"--rows must be in 0..{height} (the image height), got {a.rows}")
-    if is_conditional(model):
-        if a.klass is not None:
-            k = num_classes(model)
-            if not 0 <= a.klass < k:
-                raise ConfigError(f"--class must be in 0..{k - 1}, got {a.klass}")
-            y = torch.full((len(x),), a.klass, dtype=torch.long)
-        elif y is None:
-            raise ConfigError(f"{run.model_name} is class-conditional and {what} has no labels; pass --class K")
-    else:
-        y = None
+    y = _input_labels(run, a.klass, y, len(x), what)
     g = torch.Generator(device=run.device).manual_seed(a.seed)
     t0 = time.perf_counter()
     result = complete_images(
@@ -668,6 +753,158 @@ def cmd_complete(a: argparse.Namespace) -> int:
         f"completed {what} from their top {a.rows} rows, {a.samples} samples each, with {run.model_name} "
         f"(step {run.step}) in {secs:.1f} s; wrote {a.output}"
     )
+    return 0
+
+
+def cmd_edit(a: argparse.Namespace) -> int:
+    import torch
+
+    from genmodels.runs import load_run
+    from genmodels.viz import save_grid
+    from genmodels.viz.editing import (
+        METHODS,
+        can_edit,
+        class_codes,
+        edit_sheet,
+        is_diffusion,
+        latent_edit_images,
+        sdedit_images,
+    )
+
+    if not 1 <= a.n <= 1000 or not 1 <= a.samples <= 100:
+        raise ConfigError(f"-n must be in 1..1000 and --samples in 1..100, got n={a.n}, samples={a.samples}")
+    suffix = _check_output(a.output, ".png", ".npz")
+    run = load_run(a.run, weights=a.weights, device=a.device)
+    model = run.model
+    if not can_edit(model):
+        raise ConfigError(f"{run.model_name} cannot edit images; editing works with {METHODS}")
+    x, y, what = _completion_input(run, a)
+    g = torch.Generator(device=run.device).manual_seed(a.seed)
+    t0 = time.perf_counter()
+    if is_diffusion(model):
+        if a.from_class is not None:
+            raise ConfigError("--from-class is for vae / autoencoder runs; a diffusion edit needs only --to-class")
+        strength = 0.5 if a.strength is None else a.strength
+        target = None
+        if a.to_class is not None:
+            target = torch.full((len(x),), a.to_class, dtype=torch.long)
+        elif model.conditional:
+            if y is None:
+                raise ConfigError(f"{run.model_name} is class-conditional and {what} has no labels; pass --to-class K")
+            target = y
+        options = {"sampler": a.sampler, "steps": a.sampling_steps, "guidance": a.guidance}
+        result = sdedit_images(model, x, strength, samples=a.samples, generator=g, labels=target, **options)
+        t = model.edit_timestep(strength, a.sampler, a.sampling_steps)
+        how = f"SDEdit at strength {strength:g} (noised to t = {t} of {model.config.timesteps})"
+        if target is not None and a.to_class is not None:
+            how += f" towards class {a.to_class}"
+    else:
+        if a.strength is not None or a.sampler or a.sampling_steps or a.guidance is not None:
+            raise ConfigError(
+                "--strength, --sampler, --sampling-steps and --guidance are for diffusion runs; "
+                f"{run.model_name} edits by latent arithmetic (--to-class K, --from-class K, --scale S)"
+            )
+        if a.to_class is None:
+            raise ConfigError(f"{run.model_name} edits by latent arithmetic between classes; pass --to-class K")
+        if a.from_class is not None:
+            source = torch.full((len(x),), a.from_class, dtype=torch.long)
+        elif y is not None:
+            source = y.long()
+        else:
+            raise ConfigError(f"{what} has no labels; pass --from-class K (the inputs' class)")
+        target = torch.full((len(x),), a.to_class, dtype=torch.long)
+        codes = None
+        if not model.conditional:
+            train = run.load_data("train")
+            if train.labels is None:
+                raise ConfigError(f"{run.model_name}'s training data have no labels; latent arithmetic needs classes")
+            codes = class_codes(model, train.images, train.labels, int(train.labels.max()) + 1)
+        result = latent_edit_images(model, x, source, target, codes, a.scale)
+        how = f"latent arithmetic to class {a.to_class} (scale {a.scale:g})"
+    secs = time.perf_counter() - t0
+    try:
+        Path(a.output).parent.mkdir(parents=True, exist_ok=True)
+        per = result.edits.shape[1]
+        if suffix == ".npz":
+            _write_npz(a.output, [result.edits.flatten(0, 1)], len(x) * per)
+        else:
+            save_grid(edit_sheet(result), a.output, nrow=per + 1)
+    except OSError as e:
+        raise GenmodelsError(f"cannot write {a.output}: {e.strerror or e}; choose another -o path") from None
+    print(f"edited {what} by {how} with {run.model_name} (step {run.step}) in {secs:.1f} s; wrote {a.output}")
+    return 0
+
+
+def cmd_inpaint(a: argparse.Namespace) -> int:
+    import torch
+
+    from genmodels.models.base import Inpaints
+    from genmodels.runs import load_run
+    from genmodels.viz import save_grid
+    from genmodels.viz.inpainting import MASKS, METHODS, inpaint_images, inpaint_sheet, named_mask, read_mask
+
+    if not 1 <= a.n <= 1000 or not 1 <= a.samples <= 100:
+        raise ConfigError(f"-n must be in 1..1000 and --samples in 1..100, got n={a.n}, samples={a.samples}")
+    suffix = _check_output(a.output, ".png", ".npz")
+    options = {}
+    for item in a.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set takes KEY=VALUE, got {item!r}")
+        options[key.strip()] = value.strip()
+    run = load_run(a.run, weights=a.weights, device=a.device)
+    model = run.model
+    if not isinstance(model, Inpaints):
+        raise ConfigError(f"{run.model_name} cannot inpaint; inpainting works with {METHODS}")
+    x, y, what = _completion_input(run, a)
+    _, h, w = model.config.image_shape
+    g = torch.Generator(device=run.device).manual_seed(a.seed)
+    if a.mask in MASKS:
+        keep = named_mask(a.mask, len(x), h, w, torch.Generator().manual_seed(a.seed))
+    elif Path(a.mask).suffix.lower() in (".png", ".bmp", ".gif", ".webp", ".jpg", ".jpeg"):
+        keep = read_mask(Path(a.mask).expanduser(), h, w)
+    else:
+        raise ConfigError(f"--mask {a.mask} is not a mask; use one of {', '.join(MASKS)} or a black-and-white PNG")
+    y = _input_labels(run, a.klass, y, len(x), what)
+    t0 = time.perf_counter()
+    result = inpaint_images(model, x, keep, samples=a.samples, generator=g, labels=y, **options)
+    secs = time.perf_counter() - t0
+    try:
+        Path(a.output).parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".npz":
+            ys = y.repeat_interleave(a.samples, 0) if y is not None else None
+            _write_npz(a.output, [result.fills.flatten(0, 1)], len(x) * a.samples, ys)
+        else:
+            save_grid(inpaint_sheet(result), a.output, nrow=a.samples + 2)
+    except OSError as e:
+        raise GenmodelsError(f"cannot write {a.output}: {e.strerror or e}; choose another -o path") from None
+    hidden = 1.0 - float(result.keep.mean())
+    print(
+        f"inpainted {what} ({hidden:.0%} of the pixels hidden by --mask {a.mask}), {a.samples} fills each, "
+        f"with {run.model_name} (step {run.step}) in {secs:.1f} s; wrote {a.output}"
+    )
+    return 0
+
+
+def cmd_doctor(a: argparse.Namespace) -> int:
+    import genmodels.nets
+    import genmodels.training  # noqa: F401  (importing them registers their fast paths)
+    from genmodels.device import report
+
+    r = report(remeasure=a.remeasure)
+    if a.json:
+        print(json.dumps(r, indent=1))
+        return 0
+    flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in r["cpu_flags"].items())
+    print(f"machine: {r['cpu']}, {r['cores']} cores; torch {r['torch']} on {r['threads']} threads")
+    print(f"CPU: torch's kernels use {r['cpu_capability']}; {flags}")
+    bf16 = "native (autocast where a model's precision is auto)" if r["bf16_autocast_cpu"] else "not native"
+    print(f"bf16 on the CPU: {bf16}")
+    gpus = "; ".join(f"{g['name']} (bf16 {'yes' if g['bf16'] else 'no'})" for g in r["cuda"]) or "none"
+    print(f"CUDA devices: {gpus}; --device auto picks {r['default_device']}")
+    print(f"fast paths ({'GENMODELS_FASTPATHS=' + r['fast_paths_setting']}; decisions cached in {r['cache']}):")
+    for name, d in r["fast_paths"].items():
+        print(f"  {name}: {'on' if d['chosen'] else 'off'} - {d['why']}")
     return 0
 
 
@@ -753,9 +990,12 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "interpolate": cmd_interpolate,
     "latent": cmd_latent,
     "complete": cmd_complete,
+    "inpaint": cmd_inpaint,
+    "edit": cmd_edit,
     "evaluate": cmd_evaluate,
     "leaderboard": cmd_leaderboard,
     "datasets": cmd_datasets,
+    "doctor": cmd_doctor,
     "models": cmd_models,
     "quickstart": cmd_quickstart,
     "serve": cmd_serve,

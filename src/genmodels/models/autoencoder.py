@@ -18,6 +18,7 @@ from torch import nn
 
 from genmodels.errors import ConfigError, unknown
 from genmodels.models.base import Batch, LossOutput, SampleOption
+from genmodels.models.inpainting import LatentInpainting, gaussian_log_prior
 from genmodels.nets import ConvDecoder, ConvEncoder, mlp
 from genmodels.nets.linear import Linear
 
@@ -46,7 +47,7 @@ class AEConfig:
             raise ConfigError(f"model.code_momentum must be in (0, 1], got {self.code_momentum}")
 
 
-class Autoencoder(nn.Module):
+class Autoencoder(LatentInpainting, nn.Module):
     """``x -> z = encoder(x) -> x_hat = sigmoid(decoder(z))``, trained on reconstruction alone.
 
     Args:
@@ -78,6 +79,10 @@ class Autoencoder(nn.Module):
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Codes (B, latent_dim) -> images (B, C, H, W) in [0, 1]; ``y`` is ignored."""
         return torch.sigmoid(self.decoder(z))
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) up to a constant under the Gaussian fitted to the training codes (what ``sample`` draws)."""
+        return gaussian_log_prior(z, self.code_mean, self.code_cov)
 
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.decode(self.encode(x))

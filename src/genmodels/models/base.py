@@ -91,7 +91,7 @@ class SampleOption:
     choices: Sequence[str] | None = None
     minimum: float | None = None
 
-    def parse(self, name: str, value: Any) -> Any:
+    def parse(self, name: str, value: Any, what: str = "sampling") -> Any:
         """``value`` (a string or a number) as this option's type, checked; a ConfigError names the fix."""
         from genmodels.errors import ConfigError
 
@@ -107,11 +107,11 @@ class SampleOption:
             else:
                 out = str(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"sampling option {name} must be a {self.type.__name__}, got {value!r}") from None
+            raise ConfigError(f"{what} option {name} must be a {self.type.__name__}, got {value!r}") from None
         if self.choices is not None and out not in self.choices:
-            raise ConfigError(f"sampling option {name} must be one of {', '.join(self.choices)}, got {out!r}")
+            raise ConfigError(f"{what} option {name} must be one of {', '.join(self.choices)}, got {out!r}")
         if self.minimum is not None and out < self.minimum:
-            raise ConfigError(f"sampling option {name} must be >= {self.minimum:g}, got {out}")
+            raise ConfigError(f"{what} option {name} must be >= {self.minimum:g}, got {out}")
         return out
 
 
@@ -189,6 +189,48 @@ class Completable(Protocol):
 
 
 @runtime_checkable
+class Inpaints(Protocol):
+    """A model that fills the unknown pixels of images: ``inpaint(x, keep, *, generator, labels, **options)``.
+
+    x (B, C, H, W) in [0, 1]; keep (B or 1, 1 or C, H, W), 1 where a pixel is known. Returns (B, C, H, W)
+    in [0, 1]. ``inpaint_options`` declares the options (diffusion: RePaint's steps and jumps; VAE and
+    autoencoder: the latent fit's steps). A model may refuse masks its method cannot use (an
+    autoregressive model needs the unknown pixels to come after all known ones in raster order).
+    """
+
+    inpaint_options: ClassVar[dict[str, SampleOption]]
+
+    def inpaint(
+        self,
+        x: torch.Tensor,
+        keep: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
+        **options: Any,
+    ) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Editable(Protocol):
+    """A model that edits images by noising and denoising them (SDEdit): ``edit(x, strength, *, generator,
+    labels, **options)`` with x (B, C, H, W) in [0, 1] and strength in (0, 1]; ``edit_timestep(strength)``
+    is the noise level an edit starts from. A class-conditional model edits towards ``labels``."""
+
+    def edit(
+        self,
+        x: torch.Tensor,
+        strength: float,
+        *,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
+        **options: Any,
+    ) -> torch.Tensor: ...
+
+    def edit_timestep(self, strength: float, sampler: str | None = None, steps: int | None = None) -> int: ...
+
+
+@runtime_checkable
 class HasLikelihood(Protocol):
     """A model with an exact likelihood or a bound: ``nll(x, y, ...) -> {name: (B,) nats}``.
 
@@ -247,23 +289,30 @@ def check_labels(model: Any, labels: torch.Tensor | None) -> None:
         raise ConfigError(f"class labels must be in 0..{k - 1}; got {lo if lo < 0 else hi}")
 
 
-def check_sample_options(model: Any, name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The options the model's ``sample`` declares, parsed to their types; None values dropped.
+def check_sample_options(
+    model: Any,
+    name: str,
+    options: dict[str, Any],
+    declared: dict[str, SampleOption] | None = None,
+    what: str = "sampling",
+) -> dict[str, Any]:
+    """The options the model's ``sample`` declares (or ``declared``: its ``inpaint_options``, ...), parsed
+    to their types; None values dropped. ``what`` names the options in errors.
 
     Raises:
         ConfigError: an option the model does not take (naming those it does) or a bad value.
     """
     from genmodels.errors import ConfigError
 
-    declared: dict[str, SampleOption] = model.sample_options
+    declared = model.sample_options if declared is None else declared
     out = {}
     for key, value in options.items():
         if value is None:
             continue
         if key not in declared:
-            takes = f"it takes: {', '.join(declared)}" if declared else "it takes no sampling options"
-            raise ConfigError(f"{name} does not take the sampling option '{key}'; {takes}")
-        out[key] = declared[key].parse(key, value)
+            takes = f"it takes: {', '.join(declared)}" if declared else f"it takes no {what} options"
+            raise ConfigError(f"{name} does not take the {what} option '{key}'; {takes}")
+        out[key] = declared[key].parse(key, value, what)
     return out
 
 

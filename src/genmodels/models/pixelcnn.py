@@ -470,6 +470,7 @@ class PixelCNN(nn.Module):
             str, "fast (cached, one row pass per pixel) or naive (a full pass per pixel)", choices=("fast", "naive")
         ),
     }
+    inpaint_options: ClassVar[dict[str, SampleOption]] = sample_options
 
     @property
     def likelihood_data(self) -> str:
@@ -667,6 +668,33 @@ class PixelCNN(nn.Module):
         x = self.observe(x.to(ref.device, ref.dtype), generator)
         x[:, :, rows:] = 0.0
         return self._fill(x, rows, self._sample_labels(len(x), labels, generator), generator, temperature, sampler)
+
+    @torch.no_grad()
+    def inpaint(
+        self,
+        x: torch.Tensor,
+        keep: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
+        temperature: float | None = None,
+        sampler: str = "fast",
+    ) -> torch.Tensor:
+        """Fill the unknown pixels when they are the bottom rows (raster order), by ``complete``.
+
+        Raises:
+            ConfigError: the known pixels are not the top rows of every image.
+        """
+        from genmodels.models.inpainting import known_rows
+
+        rows = known_rows(keep.expand(len(x), *keep.shape[1:]))
+        if rows is None:
+            raise ConfigError(
+                "an autoregressive model can fill only pixels that come after all the known ones in raster "
+                "order: use --mask bottom (or a mask file hiding whole bottom rows), or a diffusion, vae or "
+                "autoencoder run for other masks"
+            )
+        return self.complete(x, rows, generator=generator, labels=labels, temperature=temperature, sampler=sampler)
 
 
 @contextlib.contextmanager

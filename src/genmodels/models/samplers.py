@@ -158,6 +158,7 @@ def sample_loop(
     spacing: str = "time",
     eta: float = 0.0,
     generator: torch.Generator | None = None,
+    tail: int | None = None,
 ) -> torch.Tensor:
     """Run a sampler from pure noise x_T to an image estimate in the model's [-1, 1] range.
 
@@ -175,6 +176,8 @@ def sample_loop(
         spacing: time | logsnr, for ddim and dpm-solver (``timestep_grid``).
         eta: DDIM stochasticity.
         generator: the source of the ancestral noise.
+        tail: run only the grid's last ``tail`` evaluations, x_T being a sample at the first of them
+            (``sampling_grid(...)[-(tail + 1)]``): SDEdit's partial reverse process; None runs them all.
 
     Returns:
         (B, C, H, W) samples: the last x0_hat, in [-1, 1] when the denoiser clips it.
@@ -182,6 +185,10 @@ def sample_loop(
     T = len(schedule)
     steps = steps if steps is not None else (T if sampler == "ddpm" else 20)
     grid = sampling_grid(schedule, sampler, steps, spacing)
+    if tail is not None:
+        if not 1 <= tail <= steps:
+            raise ValueError(f"tail must be in 1..{steps}, got {tail}")
+        grid = grid[-(tail + 1) :]
     abar = schedule.alphas_cumprod.tolist()
     x = x_T
     last: tuple[torch.Tensor, float] | None = None  # (x0_hat, abar) at the previous evaluation
@@ -205,4 +212,88 @@ def sample_loop(
             prev_x0, prev_abar = last if last is not None and t_next > 0 else (None, None)
             x = dpm_solver_step(x, x0_hat, abar_t, abar_next, prev_x0, prev_abar)
             last = (x0_hat, abar_t)
+    return x
+
+
+def repaint_schedule(steps: int, jump_length: int, resample: int) -> list[int]:
+    """The order in which RePaint (Lugmayr et al. 2022, Sec. 4.2 and its ``get_schedule_jump``) visits a
+    respaced grid of ``steps`` timesteps: indices from ``steps - 1`` (the noisiest) down to 0 (the least
+    noisy) and finally -1 (the clean image). After reaching each index j = 0, L, 2L, ... below
+    ``steps - L`` (L = ``jump_length``) it goes back up L indices and down again, ``resample - 1`` times, so
+    the known and the generated pixels are harmonised ``resample`` times at every level. A move down is
+    one network evaluation; a move up is one step of the forward process. ``resample = 1`` is plain
+    ancestral sampling with the known pixels pasted in.
+    """
+    if steps < 1 or jump_length < 1 or resample < 1:
+        raise ValueError("steps, jump_length and resample must be >= 1")
+    jumps = {j: resample - 1 for j in range(0, steps - jump_length, jump_length)}
+    t = steps - 1
+    order = [t]
+    while t >= 1:
+        t -= 1
+        order.append(t)
+        if jumps.get(t, 0) > 0:
+            jumps[t] -= 1
+            for _ in range(jump_length):
+                t += 1
+                order.append(t)
+    order.append(-1)
+    return order
+
+
+def repaint_loop(
+    denoise: Denoiser,
+    schedule: NoiseSchedule,
+    x0_known: torch.Tensor,
+    keep: torch.Tensor,
+    *,
+    steps: int,
+    jump_length: int,
+    resample: int,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """RePaint (Lugmayr et al. 2022, Algorithm 1): inpaint with an unconditionally trained diffusion model.
+
+    On the ancestral sampler's respaced grid (``spaced_timesteps``), every move down from t to s gives
+        known   = sqrt(abar_s) x0 + sqrt(1 - abar_s) noise          (the forward process of the given image)
+        unknown = ddpm_step(x_t, x0_hat, abar_t, abar_s, noise')     (the model's reverse step)
+        x_s     = keep * known + (1 - keep) * unknown
+    and every move up from s to t (``repaint_schedule``) noises the whole image one forward step:
+    x_t = sqrt(abar_t / abar_s) x_s + sqrt(1 - abar_t / abar_s) noise. The last move lands on the clean
+    image, where ``known`` is x0 itself.
+
+    Args:
+        denoise: (x_t, t) -> (x0_hat, eps_hat).
+        schedule: the model's NoiseSchedule.
+        x0_known: (B, C, H, W) the images in the model's range [-1, 1]; only the kept pixels are used.
+        keep: (B or 1, 1 or C, H, W) 1 where a pixel is known, 0 where it is to be filled.
+        steps, jump_length, resample: ``repaint_schedule``'s; ``steps`` network evaluations without jumps.
+        generator: the only source of randomness (the starting noise and every step's noise).
+
+    Returns:
+        (B, C, H, W) in the model's range; kept pixels equal ``x0_known``'s there.
+    """
+    grid = spaced_timesteps(len(schedule), steps)[::-1]  # grid[i]: the timestep of index i, 0 = least noisy
+    abar_list = schedule.alphas_cumprod.tolist()
+
+    def abar(i: int) -> float:
+        return abar_list[grid[i]] if i >= 0 else 1.0
+
+    keep = keep.to(x0_known.dtype)
+
+    def noise() -> torch.Tensor:
+        return torch.randn(x0_known.shape, generator=generator, device=x0_known.device, dtype=x0_known.dtype)
+
+    order = repaint_schedule(steps, jump_length, resample)
+    x = noise()
+    for i, j in itertools.pairwise(order):
+        if j < i:  # down: one reverse step, the known pixels from the forward process at j
+            a_t, a_s = abar(i), abar(j)
+            x0_hat, _ = denoise(x, grid[i])
+            unknown = ddpm_step(x, x0_hat, a_t, a_s, noise() if a_s < 1.0 else None)
+            known = x0_known if a_s >= 1.0 else math.sqrt(a_s) * x0_known + math.sqrt(1.0 - a_s) * noise()
+            x = keep * known + (1.0 - keep) * unknown
+        else:  # up: one step of the forward process from i to j = i + 1
+            ratio = abar(j) / abar(i)
+            x = math.sqrt(ratio) * x + math.sqrt(1.0 - ratio) * noise()
     return x

@@ -38,6 +38,7 @@ from torch import nn
 
 from genmodels.errors import ConfigError, unknown
 from genmodels.models.base import Batch, LossOutput, SampleOption
+from genmodels.models.inpainting import LatentInpainting
 from genmodels.models.likelihoods import (
     bernoulli_log_prob,
     dequantize,
@@ -176,7 +177,7 @@ def fit_mixture(
     return logits.float(), means.float(), torch.linalg.cholesky(covs).float()
 
 
-class VAE(nn.Module):
+class VAE(LatentInpainting, nn.Module):
     """A VAE around separate encoder and decoder networks.
 
     Args:

@@ -30,6 +30,18 @@ class Completions(NamedTuple):
     completions: torch.Tensor
 
 
+def image_labels(model: Any, name: str, labels: torch.Tensor | None, n: int, verb: str) -> torch.Tensor | None:
+    """The labels of n images for a conditional model (one valid class each: needed), None otherwise."""
+    if not is_conditional(model):
+        return None
+    if labels is None:
+        raise ConfigError(f"{name} is class-conditional; pass the class of each image to {verb}")
+    if labels.shape != (n,):
+        raise ConfigError(f"labels must be one class per image ({n}), got shape {tuple(labels.shape)}")
+    check_labels(model, labels)
+    return labels
+
+
 @torch.no_grad()
 def complete_images(
     model: Any,
@@ -74,14 +86,7 @@ def complete_images(
         raise ConfigError(f"rows must be in 0..{height} (the image height), got {rows}")
     if samples < 1:
         raise ConfigError(f"the number of completions per image must be >= 1, got {samples}")
-    if is_conditional(model):
-        if labels is None:
-            raise ConfigError(f"{name} is class-conditional; pass the class of each image to complete")
-        if labels.shape != (len(x),):
-            raise ConfigError(f"labels must be one class per image ({len(x)}), got shape {tuple(labels.shape)}")
-        check_labels(model, labels)
-    else:
-        labels = None
+    labels = image_labels(model, name, labels, len(x), "complete")
     options = check_sample_options(model, name, options)
     device = next(model.parameters()).device
     observed = model.observe(x.to(device).float(), generator).float()

@@ -1,0 +1,149 @@
+"""Image editing as ``genmodels edit`` and the web app draw it.
+
+* Diffusion models: SDEdit (``DDPM.edit``): noise each image to a level set by ``strength`` and run the
+  reverse process back; a small strength stays faithful to the input, a large one is free to make it
+  realistic. A class-conditional model edits towards a target class (class-guided editing: the reverse
+  process is guided by the target label).
+* Models with an encoder (VAE, autoencoder): latent arithmetic. The direction from class A to class B is
+  the mean code of B's training images minus the mean code of A's; an image's edit decodes its code plus
+  ``scale`` times that direction (White 2016, "Sampling generative networks", attribute vectors). A
+  class-conditional VAE instead decodes the image's code (encoded with its own class) with the target
+  class: the code keeps the style, the label sets the class (Kingma et al. 2014's analogies).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from genmodels.errors import ConfigError
+from genmodels.models.base import Decodable, Editable, Encodable, check_labels, is_conditional
+
+METHODS = (
+    "diffusion models (SDEdit, towards a class with a conditional one) and vae / autoencoder runs (latent "
+    "arithmetic between classes, with --to-class)"
+)
+DIRECTION_IMAGES = 500  # training images per class whose mean code makes a class direction
+
+
+class Edits(NamedTuple):
+    """What the edit functions return, on the CPU, float32 in [0, 1]: images (N, C, H, W) and edits
+    (N, samples, C, H, W)."""
+
+    images: torch.Tensor
+    edits: torch.Tensor
+
+
+def is_diffusion(model: Any) -> bool:
+    return isinstance(model, Editable)
+
+
+def can_edit(model: Any) -> bool:
+    """Whether ``model`` has an editing method (SDEdit, or latent arithmetic through an encoder)."""
+    return is_diffusion(model) or (isinstance(model, Encodable) and isinstance(model, Decodable))
+
+
+@torch.no_grad()
+def sdedit_images(
+    model: Any,
+    x: torch.Tensor,
+    strength: float,
+    *,
+    samples: int,
+    generator: torch.Generator | None,
+    labels: torch.Tensor | None = None,
+    **options: Any,
+) -> Edits:
+    """``samples`` SDEdits of each image of ``x`` (N, C, H, W) in [0, 1] at ``strength``.
+
+    ``labels``: (N,) target classes of a conditional model (None for an unconditional one; a
+    conditional model without them keeps each image's own class, which the caller passes).
+    ``options``: the model's sampling options (sampler, steps, guidance).
+    """
+    name = type(model).__name__
+    if not is_diffusion(model):
+        raise ConfigError(f"{name} cannot SDEdit; editing works with {METHODS}")
+    _check_images(model, x)
+    if samples < 1:
+        raise ConfigError(f"the number of edits per image must be >= 1, got {samples}")
+    if labels is not None:
+        if not is_conditional(model):
+            raise ConfigError(
+                f"{name} is not class-conditional: editing towards a class needs a conditional diffusion model "
+                "(train cddpm) or a vae / autoencoder (latent arithmetic)"
+            )
+        check_labels(model, labels)
+    elif is_conditional(model):
+        raise ConfigError(f"{name} is class-conditional; pass the class to edit towards (--to-class K)")
+    options = {k: v for k, v in options.items() if v is not None}
+    device = next(model.parameters()).device
+    xs = x.float().repeat_interleave(samples, 0).to(device)
+    ys = labels.to(device).repeat_interleave(samples, 0) if labels is not None else None
+    out = model.edit(xs, strength, generator=generator, labels=ys, **options).float().cpu()
+    return Edits(x.float().cpu(), out.view(len(x), samples, *x.shape[1:]))
+
+
+@torch.no_grad()
+def class_codes(model: Any, images: np.ndarray, labels: np.ndarray, k: int, batch: int = 500) -> torch.Tensor:
+    """The mean code of each class's first ``DIRECTION_IMAGES`` training images, (K, latent_dim)."""
+    device = next(model.parameters()).device
+    means = []
+    for c in range(k):
+        idx = np.flatnonzero(labels == c)[:DIRECTION_IMAGES]
+        if len(idx) == 0:
+            raise ConfigError(f"the training split has no image of class {c}; latent arithmetic needs every class")
+        zs = [
+            model.encode(torch.from_numpy(images[idx[i : i + batch]]).float().div(255.0).to(device)).float().cpu()
+            for i in range(0, len(idx), batch)
+        ]
+        means.append(torch.cat(zs).mean(0))
+    return torch.stack(means)
+
+
+@torch.no_grad()
+def latent_edit_images(
+    model: Any,
+    x: torch.Tensor,
+    source: torch.Tensor,
+    target: torch.Tensor,
+    codes: torch.Tensor | None,
+    scale: float = 1.0,
+) -> Edits:
+    """Decode each image's code plus ``scale`` (codes[target] - codes[source]); one edit per image.
+    A conditional model decodes the code of (x, source) with the target class instead (``codes`` unused).
+
+    Args:
+        x: (N, C, H, W) in [0, 1]; source, target: (N,) classes; codes: ``class_codes``' (K, D).
+    """
+    name = type(model).__name__
+    if not (isinstance(model, Encodable) and isinstance(model, Decodable)):
+        raise ConfigError(f"{name} has no encoder; editing works with {METHODS}")
+    _check_images(model, x)
+    k = int(model.config.num_classes) if is_conditional(model) else len(codes) if codes is not None else 0
+    for what, ys in (("source", source), ("target", target)):
+        if len(ys) and (int(ys.min()) < 0 or int(ys.max()) >= k):
+            bad = int(ys.min()) if int(ys.min()) < 0 else int(ys.max())
+            raise ConfigError(f"the {what} class must be in 0..{k - 1}, got {bad}")
+    device = next(model.parameters()).device
+    xd, src, tgt = x.float().to(device), source.to(device), target.to(device)
+    if is_conditional(model):
+        out = model.decode(model.encode(xd, src), tgt).float().cpu()
+    else:
+        assert codes is not None
+        z = model.encode(xd).float().cpu() + scale * (codes[target] - codes[source])
+        out = model.decode(z.to(device)).float().cpu()
+    return Edits(x.float().cpu(), out[:, None])
+
+
+def _check_images(model: Any, x: torch.Tensor) -> None:
+    shape = tuple(int(s) for s in model.config.image_shape)
+    if x.dim() != 4 or tuple(x.shape[1:]) != shape:
+        got = "x".join(map(str, x.shape[1:]))
+        raise ConfigError(f"images to edit must be {'x'.join(map(str, shape))} like the training data, got {got}")
+
+
+def edit_sheet(result: Edits) -> torch.Tensor:
+    """One row per image: the input, then its edits. (N * (samples + 1), C, H, W); ``nrow=samples + 1``."""
+    return torch.cat([result.images[:, None], result.edits], 1).flatten(0, 1)
