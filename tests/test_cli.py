@@ -21,6 +21,18 @@ FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 SMALL_VAE = ["--set", "model.channels=[16,32,64]", "--set", "model.blocks=0"]
 
 
+def in_process(*args: str) -> subprocess.CompletedProcess:
+    """``genmodels ARGS`` through ``main`` in this process (the same code a process runs, without
+    importing torch again): for the follow-up commands of a test whose training ran as a real process."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return subprocess.CompletedProcess(["genmodels", *args], code, out.getvalue(), err.getvalue())
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.run(
@@ -28,20 +40,17 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        "train",
-        "sample",
-        "reconstruct",
-        "interpolate",
-        "latent",
-        "evaluate",
-        "datasets",
-        "models",
-        "quickstart",
-    ],
-)
+def test_the_help_test_covers_every_command():
+    from genmodels.cli import COMMANDS
+
+    assert set(COMMANDS) == set(HELP_COMMANDS)
+
+
+HELP_COMMANDS = ["train", "sample", "reconstruct", "interpolate", "latent", "complete", "inpaint", "edit"]
+HELP_COMMANDS += ["evaluate", "leaderboard", "datasets", "doctor", "models", "quickstart", "serve"]
+
+
+@pytest.mark.parametrize("command", HELP_COMMANDS)
 def test_every_command_has_help_with_an_example(command, capsys):
     with pytest.raises(SystemExit) as e:
         main([command, "--help"])
@@ -213,7 +222,7 @@ def test_vae_on_a_fashion_mnist_subset_learns_and_every_command_works(tmp_path):
         ["interpolate", str(run), "-o", str(tmp_path / "ip.png"), "--prior"],
         ["evaluate", str(run), "-n", "200", "--k", "50"],
     ):
-        r = run_cli(*args)
+        r = in_process(*args)
         assert r.returncode == 0, (args, r.stderr)
     s = np.load(tmp_path / "s.npz")
     assert s["images"].shape == (30, 1, 28, 28) and s["images"].dtype == np.uint8
@@ -259,9 +268,9 @@ def test_cvae_samples_the_requested_class(tmp_path):
         d = torch.stack([torch.cdist(s.flatten(1), x[y == j].flatten(1)).min(1).values.mean() for j in range(10)])
         hits += int(d.argmin() == k)
     assert hits >= 8, f"only {hits}/10 classes are recognisable"
-    r = run_cli("sample", str(run), "-n", "10", "-o", str(tmp_path / "c.npz"), "--class", "3")
+    r = in_process("sample", str(run), "-n", "10", "-o", str(tmp_path / "c.npz"), "--class", "3")
     assert r.returncode == 0 and np.load(tmp_path / "c.npz")["labels"].tolist() == [3] * 10
-    r = run_cli("evaluate", str(run), "-n", "100", "--k", "20", "--no-cas")
+    r = in_process("evaluate", str(run), "-n", "100", "--k", "20", "--no-cas")
     assert r.returncode == 0 and "test NLL (iwae, k=20)" in r.stdout
 
 
@@ -293,3 +302,25 @@ def test_quickstart_writes_its_grids(tmp_path):
         assert (out / name).stat().st_size > 300, name
     r = run_cli("quickstart", "--out", str(out), "--max-time", "0.1")
     assert r.returncode == 2 and "already holds a run" in r.stderr
+
+
+def test_doctor_says_what_the_machine_offers_and_why_each_fast_path_was_chosen(monkeypatch, capsys):
+    from genmodels.device import fast_paths, forget_fast_paths
+
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    names = list(fast_paths())
+    assert names, "the oneDNN Linear and the lean Adam register themselves"
+    for name in names:
+        assert f"  {name}: on - " in out or f"  {name}: off - " in out, out
+    assert "bf16 on the CPU: " in out and "CPU: torch's kernels use " in out
+    monkeypatch.setenv("GENMODELS_FASTPATHS", "off")
+    forget_fast_paths()
+    try:
+        assert main(["doctor", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+    finally:
+        forget_fast_paths()
+    assert report["fast_paths_setting"] == "off" and report["threads"] >= 1
+    assert all(not d["chosen"] and "GENMODELS_FASTPATHS=off" in d["why"] for d in report["fast_paths"].values())
+    assert set(report["cpu_flags"]) >= {"avx2", "avx512_bf16", "amx_bf16"}

@@ -348,3 +348,41 @@ def _write_cache(key: str, name: str, result: dict[str, Any]) -> None:
             raise
     except OSError:
         pass
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def report(remeasure: bool = False) -> dict[str, Any]:
+    """What ``genmodels doctor`` prints: the machine, what torch detects on it, and every registered fast
+    path's decision with its reason (paths register when their modules are imported: the caller imports
+    ``genmodels.nets`` and ``genmodels.training`` first)."""
+    flags = cpu_flags()
+    cuda = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            cuda.append({"name": torch.cuda.get_device_name(i), "bf16": torch.cuda.is_bf16_supported()})
+    return {
+        "machine": machine_key(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_flags": {f: f in flags for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")},
+        "bf16_autocast_cpu": bf16_is_fast(torch.device("cpu")),
+        "cuda": cuda,
+        "default_device": str(pick_device("auto")),
+        "fast_paths_setting": os.environ.get(ENV, "auto"),
+        "fast_paths": fast_paths(remeasure=remeasure),
+        "cache": str(cache_file()),
+    }
