@@ -263,6 +263,20 @@ def check_run_page(page, name: str, serve_runs: Path) -> None:
         page.wait_for_selector("#complete-img:not([hidden])")
         assert assert_picture(page, "#complete-img", tile=size).shape == (size + 4, 6 * (size + 2) + 2)
         assert_picture(page, "#complete-thumbs img[data-index='3']")
+    if page.locator("#inpaint-button").count():
+        page.click("#inpaint-thumbs img[data-index='2']")
+        page.click("#inpaint-button")
+        page.wait_for_selector("#inpaint-img:not([hidden])")
+        assert assert_picture(page, "#inpaint-img", tile=size).shape == (size + 4, 6 * (size + 2) + 2)
+        assert page.locator("#inpaint-error").inner_text() == ""
+    if page.locator("#edit-button").count():
+        if page.locator("#edit-class").count():
+            page.select_option("#edit-class", "3")
+        page.click("#edit-button")
+        page.wait_for_selector("#edit-img:not([hidden])")
+        per = 5 if page.locator("#edit-strength").count() else 2  # SDEdit: the image and 4 edits
+        assert assert_picture(page, "#edit-img", tile=size).shape == (size + 4, per * (size + 2) + 2)
+        assert page.locator("#edit-error").inner_text() == ""
     for fig in page.locator("#figures img").all():
         assert fig.evaluate("(i) => i.complete && i.naturalWidth > 0"), fig.get_attribute("src")
 
@@ -374,3 +388,30 @@ def test_a_colour_run_page_shows_its_grids_and_samples_in_colour(page, tmp_path_
             assert np.abs(c[..., 0] - c[..., 1]).mean() + np.abs(c[..., 1] - c[..., 2]).mean() > 3, selector
         page.screenshot(path=tmp_path_factory.mktemp("colour-shots") / "run-rgb-vae.png", full_page=True)
         assert page.js_errors == []
+
+
+def test_a_drawn_mask_is_what_the_diffusion_model_fills(page, app_url):
+    """Painting on the inpaint canvas hides exactly the painted pixels: the sheet's first tile (the known
+    pixels, the hidden ones grey) is grey where the stroke went and nowhere else, and the pixels kept
+    are the test image's."""
+    page.goto(app_url + "/#/run/diffusion")
+    page.wait_for_selector("#inpaint-button")
+    page.select_option("#inpaint-mask", "drawn")
+    canvas = page.locator("#inpaint-canvas")
+    canvas.scroll_into_view_if_needed()  # mouse coordinates are the viewport's
+    box = canvas.bounding_box()
+    y = box["y"] + 0.3 * box["height"]
+    page.mouse.move(box["x"] + 0.05 * box["width"], y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.95 * box["width"], y, steps=12)
+    page.mouse.up()
+    page.click("#inpaint-button")
+    page.wait_for_selector("#inpaint-img:not([hidden])")
+    g = pixels(page, "#inpaint-img")
+    known = g[2:10, 2:10]  # the first 8x8 tile: the known pixels
+    original = g[2:10, 2 + 5 * 10 : 10 + 5 * 10]  # the last tile: the test image
+    grey = np.isclose(known, 127.5, atol=1.0) & ~np.isclose(original, 127.5, atol=1.0)
+    rows = sorted(set(np.nonzero(grey)[0].tolist()))
+    assert rows == [2], f"the stroke at 30% of the height is row 2 of 8; grey rows {rows}"
+    assert grey[2].sum() >= 6
+    np.testing.assert_array_equal(known[[0, 1, 3, 4, 5, 6, 7]], original[[0, 1, 3, 4, 5, 6, 7]])

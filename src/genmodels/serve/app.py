@@ -14,6 +14,8 @@ Routes (all GET; the app never writes into RUNS_DIR):
     /api/latent?run=ID                                            the explorer's region and test codes
     /api/test_image.png?run=ID&index=I                            one test image
     /api/complete.png?run=ID&index=I&rows=14&samples=4&seed=0     PixelCNN completion sheet
+    /api/inpaint.png?run=ID&index=I&mask=center|0101...&samples=4&seed=0[&opt.NAME=V]   inpainting sheet
+    /api/edit.png?run=ID&index=I&strength=0.5[&class=K]&samples=4&seed=0[&opt.NAME=V]   editing sheet
     /files/PATH                 a PNG / JSON / YAML / Markdown file under RUNS_DIR (a regular file, confined
                                 to the run it belongs to)
 
@@ -81,6 +83,20 @@ def _int(q: dict[str, str], key: str, default: int | None = None, lo: int = 0, h
         raise ConfigError(f"parameter {key} must be an integer, got {text[:40]!r}") from None
     if not lo <= v <= hi:
         raise ConfigError(f"parameter {key} must be in {lo}..{hi}, got {v}")
+    return v
+
+
+def _float(q: dict[str, str], key: str, default: float) -> float:
+    """A finite number query parameter; missing or blank gives ``default``."""
+    text = q.get(key, "").strip()
+    if text == "":
+        return default
+    try:
+        v = float(text)
+    except ValueError:
+        raise ConfigError(f"parameter {key} must be a number, got {text[:40]!r}") from None
+    if not math.isfinite(v):
+        raise ConfigError(f"parameter {key} must be a finite number, got {text[:40]!r}")
     return v
 
 
@@ -244,6 +260,30 @@ class Handler(BaseHTTPRequestHandler):
             options,
         )
 
+    def api_inpaint(self, q: dict[str, str]) -> bytes:
+        options = {k[4:]: v for k, v in q.items() if k.startswith("opt.")}
+        return self.app.playground.inpaint(
+            self._loaded(q),
+            _int(q, "index", 0),
+            q.get("mask", "center")[:100_000],
+            _int(q, "samples", 4, 0, 10**6),
+            _int(q, "seed", 0),
+            _int(q, "class"),
+            options,
+        )
+
+    def api_edit(self, q: dict[str, str]) -> bytes:
+        options = {k[4:]: v for k, v in q.items() if k.startswith("opt.")}
+        return self.app.playground.edit(
+            self._loaded(q),
+            _int(q, "index", 0),
+            _float(q, "strength", 0.5),
+            _int(q, "class"),
+            _int(q, "samples", 4, 0, 10**6),
+            _int(q, "seed", 0),
+            options,
+        )
+
 
 API = {
     "/api/runs": Handler.api_runs,
@@ -256,6 +296,8 @@ API = {
     "/api/latent": Handler.api_latent,
     "/api/test_image.png": Handler.api_test_image,
     "/api/complete.png": Handler.api_complete,
+    "/api/inpaint.png": Handler.api_inpaint,
+    "/api/edit.png": Handler.api_edit,
 }
 
 

@@ -27,6 +27,7 @@ from genmodels.models.base import (
     Completable,
     Encodable,
     HasPrior,
+    Inpaints,
     check_sample_options,
     default_labels,
     has_latent,
@@ -48,6 +49,7 @@ class Loaded:
     run: Any
     lock: threading.Lock = field(default_factory=threading.Lock)
     latent_map: dict[str, Any] | None = None
+    class_codes: torch.Tensor | None = None  # latent arithmetic's class means, made on first use
 
 
 def png_bytes(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> bytes:
@@ -76,6 +78,40 @@ def sample_options(model: Any) -> list[dict[str, Any]]:
         }
         for name, opt in model.sample_options.items()
     ]
+
+
+def _inpaint_masks(model: Any) -> list[str]:
+    """The named masks a model can fill (an autoregressive one only the bottom half)."""
+    from genmodels.viz.inpainting import MASKS
+
+    if not isinstance(model, Inpaints):
+        return []
+    return ["bottom"] if isinstance(model, Completable) else list(MASKS)
+
+
+def _edit_kind(model: Any) -> str | None:
+    """How a model edits: "sdedit" (diffusion), "latent" (an encoder: latent arithmetic), or None."""
+    from genmodels.viz.editing import can_edit, is_diffusion
+
+    if not can_edit(model):
+        return None
+    return "sdedit" if is_diffusion(model) else "latent"
+
+
+def parse_mask(spec: str, height: int, width: int, seed: int) -> torch.Tensor:
+    """A keep-mask (1, 1, H, W) from a request: a mask name, or H*W characters '0' (keep) / '1' (fill)
+    in raster order, as the browser's drawing sends it."""
+    from genmodels.viz.inpainting import MASKS, named_mask
+
+    if spec in MASKS:
+        return named_mask(spec, 1, height, width, torch.Generator().manual_seed(seed))
+    if len(spec) != height * width or set(spec) - {"0", "1"}:
+        raise ConfigError(
+            f"mask must be one of {', '.join(MASKS)} or {height * width} characters 0 (keep) / 1 (fill), "
+            f"got {len(spec)} characters"
+        )
+    fill = torch.tensor([c == "1" for c in spec]).view(1, 1, height, width)
+    return (~fill).float()
 
 
 def parse_options(run: Any, raw: dict[str, str]) -> dict[str, Any]:
@@ -173,6 +209,10 @@ class Playground:
             "explore": latent_dim == 2,
             "encode": isinstance(model, Encodable),
             "complete": isinstance(model, Completable),
+            "inpaint": isinstance(model, Inpaints),
+            "inpaint_masks": _inpaint_masks(model),
+            "edit": _edit_kind(model),
+            "dataset_classes": [str(c) for c in names],
             "sample_options": sample_options(model),
         }
 
@@ -344,3 +384,93 @@ class Playground:
         with loaded.lock:
             result = complete_images(model, x, rows, samples=samples, generator=g, labels=y, **opts)
         return png_bytes(completion_sheet(result, rows), nrow=samples + 2)
+
+    def _test_input(self, loaded: Loaded, index: int) -> tuple[Any, torch.Tensor, int | None]:
+        ds = self.test_split(loaded.run)
+        if not 0 <= index < len(ds):
+            raise ConfigError(f"index must be in 0..{len(ds) - 1} (the {ds.split} split's size), got {index}")
+        x = torch.from_numpy(ds.images[index : index + 1]).float().div_(255.0)
+        own = int(ds.labels[index]) if ds.labels is not None else None
+        return ds, x, own
+
+    def inpaint(
+        self, loaded: Loaded, index: int, mask: str, samples: int, seed: int, label: int | None, options: dict[str, str]
+    ) -> bytes:
+        """One row: test image ``index`` with the mask's pixels grey, ``samples`` inpaintings, the original,
+        as ``genmodels inpaint`` draws them (``inpaint_images``)."""
+        from genmodels.viz.inpainting import METHODS, inpaint_images, inpaint_sheet
+
+        run, model = loaded.run, loaded.run.model
+        if not isinstance(model, Inpaints):
+            raise ConfigError(f"{run.model_name} cannot inpaint; inpainting works with {METHODS}")
+        if not 1 <= samples <= MAX_COMPLETIONS:
+            raise ConfigError(f"samples must be in 1..{MAX_COMPLETIONS}, got {samples}")
+        _, x, own = self._test_input(loaded, index)
+        _, h, w = model.config.image_shape
+        keep = parse_mask(mask, h, w, seed)
+        label = self._label(run, label)
+        y = None
+        if is_conditional(model):
+            y = torch.tensor([label if label is not None else own if own is not None else 0], dtype=torch.long)
+        opts = {k: v for k, v in options.items() if v.strip() != ""}
+        g = torch.Generator(device=run.device).manual_seed(seed)
+        with loaded.lock:
+            result = inpaint_images(model, x, keep, samples=samples, generator=g, labels=y, **opts)
+        return png_bytes(inpaint_sheet(result), nrow=samples + 2)
+
+    def edit(
+        self,
+        loaded: Loaded,
+        index: int,
+        strength: float,
+        to_class: int | None,
+        samples: int,
+        seed: int,
+        options: dict[str, str],
+    ) -> bytes:
+        """One row: test image ``index`` and its edits, as ``genmodels edit`` draws them: SDEdit at
+        ``strength`` (towards ``to_class`` with a conditional diffusion model), or latent arithmetic from
+        the image's class to ``to_class``."""
+        from genmodels.viz.editing import class_codes, edit_sheet, latent_edit_images, sdedit_images
+
+        run, model = loaded.run, loaded.run.model
+        kind = _edit_kind(model)
+        if kind is None:
+            from genmodels.viz.editing import METHODS
+
+            raise ConfigError(f"{run.model_name} cannot edit images; editing works with {METHODS}")
+        if not 1 <= samples <= MAX_COMPLETIONS:
+            raise ConfigError(f"samples must be in 1..{MAX_COMPLETIONS}, got {samples}")
+        _, x, own = self._test_input(loaded, index)
+        g = torch.Generator(device=run.device).manual_seed(seed)
+        if kind == "sdedit":
+            y = None
+            if is_conditional(model):
+                cls = self._label(run, to_class) if to_class is not None else own if own is not None else 0
+                y = torch.tensor([cls])
+            elif to_class is not None:
+                raise ConfigError(
+                    f"{run.model_name} is not class-conditional: editing towards a class needs a conditional "
+                    "diffusion model (train cddpm) or a vae / autoencoder (latent arithmetic)"
+                )
+            opts = parse_options(run, options)
+            opts.pop("eta", None)
+            with loaded.lock:
+                result = sdedit_images(model, x, strength, samples=samples, generator=g, labels=y, **opts)
+            return png_bytes(edit_sheet(result), nrow=samples + 1)
+        if to_class is None:
+            raise ConfigError(f"{run.model_name} edits by latent arithmetic between classes; choose a target class")
+        if own is None:
+            raise ConfigError(f"{run.model_name}'s test images have no labels; latent arithmetic needs them")
+        with loaded.lock:
+            codes = None
+            if not is_conditional(model):
+                if loaded.class_codes is None:
+                    train = run.load_data("train")
+                    if train.labels is None:
+                        raise ConfigError("the training images have no labels; latent arithmetic needs classes")
+                    loaded.class_codes = class_codes(model, train.images, train.labels, int(train.labels.max()) + 1)
+                codes = loaded.class_codes
+            src, tgt = torch.tensor([own]), torch.tensor([to_class])
+            result = latent_edit_images(model, x, src, tgt, codes)
+        return png_bytes(edit_sheet(result), nrow=2)

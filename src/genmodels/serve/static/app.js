@@ -280,6 +280,8 @@ function modelSections(base, info, data) {
   if (info.interpolate) out.push(interpolateSection(base, info, common));
   if (info.explore) out.push(explorerSection(base, info, common));
   if (info.complete) out.push(completeSection(base, info, common));
+  if (info.inpaint) out.push(inpaintSection(base, info, common));
+  if (info.edit) out.push(editSection(base, info, common));
   return out;
 }
 
@@ -430,18 +432,7 @@ function completeSection(base, info, common) {
   const H = info.image_shape[1] || 28;
   const img = el("img", { class: "pix", id: "complete-img", hidden: true, alt: "completions" });
   const timing = el("span", { class: "timing" }), error = el("p", { class: "error", id: "complete-error" });
-  const index = numberInput("index", 0, { id: "complete-index", min: 0 });
-  const thumbs = el("div", { class: "thumbs", id: "complete-thumbs" });
-  const choose = (i) => {
-    index.value = i;
-    for (const t of thumbs.children) t.classList.toggle("chosen", +t.dataset.index === i);
-  };
-  for (let i = 0; i < 10; i++) {
-    const t = el("img", { class: "pix thumb", "data-index": i, alt: `test image ${i}`, title: `test image ${i}` });
-    t.addEventListener("click", () => choose(i));
-    thumbs.append(t);
-    loadImage(t, `/api/test_image.png?${base}&${query(Object.assign(common(), { index: i }))}`).catch(() => {});
-  }
+  const { index, thumbs } = testImagePicker(base, common, "complete");
   const rows = el("input", { type: "range", id: "complete-rows", min: 0, max: H, value: Math.floor(H / 2) });
   const rowsLabel = el("span", {}, `${rows.value} rows`);
   rows.addEventListener("input", () => { rowsLabel.textContent = `${rows.value} rows`; });
@@ -454,7 +445,6 @@ function completeSection(base, info, common) {
     await fill(img, `/api/complete.png?${base}&${query(params)}`, timing, error);
     img.style.width = (+params.samples + 2) * 64 + "px";
   };
-  choose(0);
   return el("section", { class: "card", id: "complete" }, el("h2", {}, "Complete a test image"),
     el("p", { class: "muted" }, "Keeps the top rows of the chosen test image and samples the rest. " +
       "Each result shows the kept rows (the rest grey), the completions, then the original."),
@@ -462,6 +452,123 @@ function completeSection(base, info, common) {
     el("div", { class: "controls" }, labelled("test image", index), labelled("keep the top", el("span", {}, rows, " ", rowsLabel)),
       labelled("completions", samples), labelled("seed", seed),
       picker, actionButton("complete-button", "complete", go), timing),
+    error, el("div", { class: "out" }, img));
+}
+
+// Ten test images to choose from (the chosen one framed), and the number field they set.
+function testImagePicker(base, common, prefix) {
+  const index = numberInput("index", 0, { id: `${prefix}-index`, min: 0 });
+  const thumbs = el("div", { class: "thumbs", id: `${prefix}-thumbs` });
+  const choose = (i) => {
+    index.value = i;
+    for (const t of thumbs.children) t.classList.toggle("chosen", +t.dataset.index === i);
+  };
+  for (let i = 0; i < 10; i++) {
+    const t = el("img", { class: "pix thumb", "data-index": i, alt: `test image ${i}`, title: `test image ${i}` });
+    t.addEventListener("click", () => choose(i));
+    thumbs.append(t);
+    loadImage(t, `/api/test_image.png?${base}&${query(Object.assign(common(), { index: i }))}`).catch(() => {});
+  }
+  choose(0);
+  return { index, thumbs };
+}
+
+// A mask the user paints: one cell per pixel, white = fill. Sent as H*W characters 0 / 1.
+function maskCanvas(H, W) {
+  const scale = Math.max(4, Math.floor(192 / Math.max(H, W)));
+  const canvas = el("canvas", { id: "inpaint-canvas", width: W * scale, height: H * scale, class: "mask",
+    title: "drag to mark the pixels to fill" });
+  const cells = new Uint8Array(H * W);
+  const ctx = canvas.getContext("2d");
+  const draw = () => {
+    ctx.fillStyle = "#000"; ctx.fillRect(0, 0, canvas.width, canvas.height);
+    ctx.fillStyle = "#fff";
+    for (let i = 0; i < H * W; i++) if (cells[i]) ctx.fillRect((i % W) * scale, Math.floor(i / W) * scale, scale, scale);
+  };
+  let down = false;
+  const paint = (e) => {
+    const r = canvas.getBoundingClientRect();
+    const x = Math.floor((e.clientX - r.left) / r.width * W), y = Math.floor((e.clientY - r.top) / r.height * H);
+    const brush = Math.max(1, Math.round(Math.min(H, W) / 14));
+    for (let dy = 0; dy < brush; dy++) for (let dx = 0; dx < brush; dx++) {
+      const yy = y + dy, xx = x + dx;
+      if (yy >= 0 && yy < H && xx >= 0 && xx < W) cells[yy * W + xx] = 1;
+    }
+    draw();
+  };
+  canvas.addEventListener("pointerdown", (e) => { down = true; paint(e); });
+  canvas.addEventListener("pointermove", (e) => { if (down) paint(e); });
+  window.addEventListener("pointerup", () => { down = false; });
+  draw();
+  return { canvas, bits: () => Array.from(cells).join(""), clear: () => { cells.fill(0); draw(); } };
+}
+
+function inpaintSection(base, info, common) {
+  const [, H, W] = info.image_shape;
+  const img = el("img", { class: "pix", id: "inpaint-img", hidden: true, alt: "inpaintings" });
+  const timing = el("span", { class: "timing" }), error = el("p", { class: "error", id: "inpaint-error" });
+  const { index, thumbs } = testImagePicker(base, common, "inpaint");
+  const masks = info.inpaint_masks.concat(["drawn"]);
+  const mask = el("select", { id: "inpaint-mask", name: "mask" }, masks.map((m) => el("option", { value: m }, m)));
+  const painter = maskCanvas(H, W);
+  const drawing = el("div", { class: "drawing", hidden: true }, painter.canvas,
+    el("button", { id: "inpaint-clear", type: "button", onclick: painter.clear }, "clear"));
+  mask.addEventListener("change", () => { drawing.hidden = mask.value !== "drawn"; });
+  const samples = numberInput("samples", 4, { id: "inpaint-samples", min: 1, max: 8 });
+  const seed = numberInput("seed", 0, { id: "inpaint-seed", min: 0 });
+  const picker = classPicker(info, "inpaint-class", "the image's own");
+  const go = async () => {
+    const params = Object.assign(common(), { index: index.value, samples: samples.value, seed: seed.value,
+      class: pickedClass(picker), mask: mask.value === "drawn" ? painter.bits() : mask.value });
+    await fill(img, `/api/inpaint.png?${base}&${query(params)}`, timing, error);
+    img.style.width = (+params.samples + 2) * 64 + "px";
+  };
+  const how = info.complete ? "samples the hidden bottom rows (an autoregressive model needs them last in raster order)"
+    : info.edit === "sdedit" ? "fills them by RePaint" : "fits the model's code to the known pixels";
+  return el("section", { class: "card", id: "inpaint" }, el("h2", {}, "Inpaint a test image"),
+    el("p", { class: "muted" }, `Hides the mask's pixels of the chosen test image and ${how}. ` +
+      "Each result shows the known pixels (the hidden ones grey), the inpaintings, then the original."),
+    thumbs,
+    el("div", { class: "controls" }, labelled("test image", index), labelled("mask", mask),
+      labelled("inpaintings", samples), labelled("seed", seed), picker,
+      actionButton("inpaint-button", "inpaint", go), timing),
+    drawing, error, el("div", { class: "out" }, img));
+}
+
+function editSection(base, info, common) {
+  const img = el("img", { class: "pix", id: "edit-img", hidden: true, alt: "edits" });
+  const timing = el("span", { class: "timing" }), error = el("p", { class: "error", id: "edit-error" });
+  const { index, thumbs } = testImagePicker(base, common, "edit");
+  const sdedit = info.edit === "sdedit";
+  const strength = el("input", { type: "range", id: "edit-strength", min: 0.05, max: 1, step: 0.05, value: 0.5 });
+  const strengthLabel = el("span", {}, strength.value);
+  strength.addEventListener("input", () => { strengthLabel.textContent = strength.value; });
+  const samples = numberInput("samples", 4, { id: "edit-samples", min: 1, max: 8 });
+  const seed = numberInput("seed", 0, { id: "edit-seed", min: 0 });
+  const classes = sdedit ? (info.conditional ? info.classes : []) : info.dataset_classes;
+  const target = classes.length
+    ? el("select", { id: "edit-class", name: "class" }, sdedit ? el("option", { value: "" }, "the image's own") : null,
+      classes.map((c, i) => el("option", { value: i }, `${i}: ${c}`)))
+    : null;
+  const go = async () => {
+    const params = Object.assign(common(), { index: index.value, seed: seed.value, samples: sdedit ? samples.value : 1,
+      strength: sdedit ? strength.value : null, class: target ? target.value : null });
+    await fill(img, `/api/edit.png?${base}&${query(params)}`, timing, error);
+    img.style.width = (+params.samples + 1) * 64 + "px";
+  };
+  const text = sdedit
+    ? "SDEdit: noises the chosen test image to the strength's level and denoises it; a small strength stays " +
+      "close to the image, a large one makes a new one" + (info.conditional ? ", towards the target class." : ".")
+    : "Latent arithmetic: adds the difference between the target class's mean code and the image's class's " +
+      "to the image's code, and decodes it.";
+  return el("section", { class: "card", id: "edit" }, el("h2", {}, "Edit a test image"),
+    el("p", { class: "muted" }, text + " Each result shows the image, then its edits."),
+    thumbs,
+    el("div", { class: "controls" }, labelled("test image", index),
+      sdedit ? labelled("strength", el("span", {}, strength, " ", strengthLabel)) : null,
+      target ? labelled("target class", target) : null,
+      sdedit ? labelled("edits", samples) : null, sdedit ? labelled("seed", seed) : null,
+      actionButton("edit-button", "edit", go), timing),
     error, el("div", { class: "out" }, img));
 }
 
