@@ -113,7 +113,10 @@ def run_kill_test(
     rng = random.Random(seed)
     ref, victim = workdir / "reference", workdir / "killed"
     t0 = time.monotonic()
-    p = _start(["train", "mlp-vae", *TRAIN, "--steps", str(steps), "--out", str(ref)])
+    # The reference checkpoints only at the end (and spares the test its writes): checkpointing every step,
+    # as the killed run does, must not change the weights either.
+    once = ["--set", f"train.ckpt_every={steps}"]
+    p = _start(["train", "mlp-vae", *TRAIN, *once, "--steps", str(steps), "--out", str(ref)])
     _, err = p.communicate(timeout=600)
     assert p.returncode == 0, err
     full_time = time.monotonic() - t0

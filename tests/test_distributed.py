@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from genmodels.checkpoints import latest_checkpoint, load_checkpoint
-from genmodels.models import FAMILIES, MODELS
+from genmodels.models import FAMILIES
 from genmodels.runs import read_meta
 from helpers import TINY
 
@@ -113,7 +113,13 @@ def test_a_run_saved_at_one_world_size_resumes_at_another(tmp_path):
     assert_agree(*(final(tmp_path / d)["model"] for d in ("init", "ref", "run")))
 
 
-@pytest.mark.parametrize("name", sorted({*FAMILIES.values(), *(n for n in MODELS if n[0] == "c")}))
+# Every family's default model, and one model per way of conditioning on a class: one-hot G input and a
+# projection D (cgan), a label embedding with a null class (cddpm), a class bias in an autoregressive net
+# (conditional-pixelsnail; conditional-pixelcnn conditions the same way).
+CONDITIONAL = ("cgan", "cddpm", "conditional-pixelsnail")
+
+
+@pytest.mark.parametrize("name", sorted({*FAMILIES.values(), *CONDITIONAL}))
 def test_every_family_trains_under_torchrun(name, tmp_path):
     r = genmodels(
         2,
