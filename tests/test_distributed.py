@@ -113,10 +113,9 @@ def test_a_run_saved_at_one_world_size_resumes_at_another(tmp_path):
     assert_agree(*(final(tmp_path / d)["model"] for d in ("init", "ref", "run")))
 
 
-# Every family's default model, and one model per way of conditioning on a class: one-hot G input and a
-# projection D (cgan), a label embedding with a null class (cddpm), a class bias in an autoregressive net
-# (conditional-pixelsnail; conditional-pixelcnn conditions the same way).
-CONDITIONAL = ("cgan", "cddpm", "conditional-pixelsnail")
+# Every family's default model, and a class-conditional one (labels travel with each rank's shard; the
+# conditional models differ only inside their networks, which DDP does not see).
+CONDITIONAL = ("cddpm",)
 
 
 @pytest.mark.parametrize("name", sorted({*FAMILIES.values(), *CONDITIONAL}))

@@ -413,5 +413,5 @@ def test_a_drawn_mask_is_what_the_diffusion_model_fills(page, app_url):
     grey = np.isclose(known, 127.5, atol=1.0) & ~np.isclose(original, 127.5, atol=1.0)
     rows = sorted(set(np.nonzero(grey)[0].tolist()))
     assert rows == [2], f"the stroke at 30% of the height is row 2 of 8; grey rows {rows}"
-    assert grey[2].sum() >= 6
+    assert grey[2].sum() >= 4  # the stroke's cells, less any whose test pixel is itself mid-grey
     np.testing.assert_array_equal(known[[0, 1, 3, 4, 5, 6, 7]], original[[0, 1, 3, 4, 5, 6, 7]])
