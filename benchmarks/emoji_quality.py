@@ -74,7 +74,7 @@ def row_of(name: str, report: dict, minutes: float | None, steps: int | None, co
     }
 
 
-def train_family(family: str, dataset: str, minutes: float, out: Path, skip: bool) -> dict:
+def train_family(family: str, dataset: str, minutes: float, out: Path, skip: bool, sheet_n: int = 1000) -> dict:
     from genmodels.api import load_run, train
     from genmodels.eval import evaluate_run, load_feature_net
     from genmodels.viz import to_uint8
@@ -85,7 +85,7 @@ def train_family(family: str, dataset: str, minutes: float, out: Path, skip: boo
         print(f"{family}: {res.step} steps in {res.elapsed:.0f} s", flush=True)
     report = evaluate_run(out, progress=False)
     run = load_run(out)
-    samples = torch.from_numpy(to_uint8(run.sample(1000, seed=123)))
+    samples = torch.from_numpy(to_uint8(run.sample(sheet_n, seed=123)))
     counts = group_sheet(samples, load_feature_net(dataset), out / "groups.png")
     meta = json.loads((out / "run.json").read_text())
     return row_of(run.model_name, report, round(meta["wall_time_s"] / 60, 1), report["step"], counts)
@@ -188,6 +188,7 @@ def main() -> None:
     ap.add_argument("--peer-precision", choices=("fp16", "bf16", "no"), default="bf16")
     ap.add_argument("--peer-sampling-steps", type=int, default=25)
     ap.add_argument("--peer-n", type=int, default=363, help="peer samples to draw and score (the emoji test split)")
+    ap.add_argument("--sheet-n", type=int, default=1000, help="samples sorted into the per-group sheet")
     ap.add_argument("--skip-train", action="store_true", help="score existing runs under --out again")
     a = ap.parse_args()
 
@@ -195,7 +196,7 @@ def main() -> None:
     rows = [floor_row(a.dataset, out / "floor")]
     for family in [f for f in a.families.split(",") if f]:
         t0 = time.perf_counter()
-        rows.append(train_family(family, a.dataset, a.minutes, out / family, a.skip_train))
+        rows.append(train_family(family, a.dataset, a.minutes, out / family, a.skip_train, a.sheet_n))
         print(f"{family}: done in {time.perf_counter() - t0:.0f} s", flush=True)
     if a.peer:
         rows.append(run_peer(a, out / "peer"))
