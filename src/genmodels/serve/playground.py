@@ -353,10 +353,7 @@ class Playground:
 
     def test_image(self, loaded: Loaded, index: int) -> bytes:
         """Test image ``index`` of the run's dataset as a PNG."""
-        ds = self.test_split(loaded.run)
-        if not 0 <= index < len(ds):
-            raise ConfigError(f"index must be in 0..{len(ds) - 1} (the {ds.split} split's size), got {index}")
-        return png_bytes(torch.from_numpy(ds.images[index : index + 1]).float().div_(255.0))
+        return png_bytes(self._test_input(loaded, index)[1])
 
     def complete(
         self, loaded: Loaded, index: int, rows: int, samples: int, seed: int, label: int | None, options: dict[str, str]
@@ -368,24 +365,21 @@ class Playground:
         run, model = loaded.run, loaded.run.model
         if not isinstance(model, Completable):
             raise ConfigError(f"{run.model_name} cannot complete images; that needs an autoregressive model")
-        ds = self.test_split(run)
-        if not 0 <= index < len(ds):
-            raise ConfigError(f"index must be in 0..{len(ds) - 1} (the {ds.split} split's size), got {index}")
+        _, x, own = self._test_input(loaded, index)
         if not 1 <= samples <= MAX_COMPLETIONS:
             raise ConfigError(f"samples must be in 1..{MAX_COMPLETIONS}, got {samples}")
         label = self._label(run, label)
         y = None
         if is_conditional(model):
-            cls = label if label is not None else int(ds.labels[index]) if ds.labels is not None else 0
-            y = torch.tensor([cls], dtype=torch.long)
+            y = torch.tensor([label if label is not None else own if own is not None else 0], dtype=torch.long)
         opts = parse_options(run, options)
-        x = torch.from_numpy(ds.images[index : index + 1]).float().div_(255.0)
         g = torch.Generator(device=run.device).manual_seed(seed)
         with loaded.lock:
             result = complete_images(model, x, rows, samples=samples, generator=g, labels=y, **opts)
         return png_bytes(completion_sheet(result, rows), nrow=samples + 2)
 
     def _test_input(self, loaded: Loaded, index: int) -> tuple[Any, torch.Tensor, int | None]:
+        """(the split, test image ``index`` as (1, C, H, W) in [0, 1], its label or None), index checked."""
         ds = self.test_split(loaded.run)
         if not 0 <= index < len(ds):
             raise ConfigError(f"index must be in 0..{len(ds) - 1} (the {ds.split} split's size), got {index}")

@@ -30,6 +30,15 @@ class Completions(NamedTuple):
     completions: torch.Tensor
 
 
+def check_images(model: Any, x: torch.Tensor, verb: str) -> tuple[int, ...]:
+    """The model's image shape (C, H, W), after checking that x is (N, C, H, W) of it."""
+    shape = tuple(int(s) for s in model.config.image_shape)
+    if x.dim() != 4 or tuple(x.shape[1:]) != shape:
+        got = "x".join(map(str, x.shape[1:]))
+        raise ConfigError(f"images to {verb} must be {'x'.join(map(str, shape))} like the training data, got {got}")
+    return shape
+
+
 def image_labels(model: Any, name: str, labels: torch.Tensor | None, n: int, verb: str) -> torch.Tensor | None:
     """The labels of n images for a conditional model (one valid class each: needed), None otherwise."""
     if not is_conditional(model):
@@ -77,10 +86,7 @@ def complete_images(
             f"{name} cannot complete images; completion needs an autoregressive model "
             "(train one with genmodels train pixelcnn)"
         )
-    shape = tuple(int(s) for s in model.config.image_shape)
-    if x.dim() != 4 or tuple(x.shape[1:]) != shape:
-        got = "x".join(map(str, x.shape[1:]))
-        raise ConfigError(f"images to complete must be {'x'.join(map(str, shape))} like the training data, got {got}")
+    shape = check_images(model, x, "complete")
     height = shape[1]
     if not 0 <= rows <= height:
         raise ConfigError(f"rows must be in 0..{height} (the image height), got {rows}")

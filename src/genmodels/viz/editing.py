@@ -20,6 +20,7 @@ import torch
 
 from genmodels.errors import ConfigError
 from genmodels.models.base import Decodable, Editable, Encodable, check_labels, is_conditional
+from genmodels.viz.completion import check_images
 
 METHODS = (
     "diffusion models (SDEdit, towards a class with a conditional one) and vae / autoencoder runs (latent "
@@ -65,7 +66,7 @@ def sdedit_images(
     name = type(model).__name__
     if not is_diffusion(model):
         raise ConfigError(f"{name} cannot SDEdit; editing works with {METHODS}")
-    _check_images(model, x)
+    check_images(model, x, "edit")
     if samples < 1:
         raise ConfigError(f"the number of edits per image must be >= 1, got {samples}")
     if labels is not None:
@@ -120,7 +121,7 @@ def latent_edit_images(
     name = type(model).__name__
     if not (isinstance(model, Encodable) and isinstance(model, Decodable)):
         raise ConfigError(f"{name} has no encoder; editing works with {METHODS}")
-    _check_images(model, x)
+    check_images(model, x, "edit")
     k = int(model.config.num_classes) if is_conditional(model) else len(codes) if codes is not None else 0
     for what, ys in (("source", source), ("target", target)):
         if len(ys) and (int(ys.min()) < 0 or int(ys.max()) >= k):
@@ -135,13 +136,6 @@ def latent_edit_images(
         z = model.encode(xd).float().cpu() + scale * (codes[target] - codes[source])
         out = model.decode(z.to(device)).float().cpu()
     return Edits(x.float().cpu(), out[:, None])
-
-
-def _check_images(model: Any, x: torch.Tensor) -> None:
-    shape = tuple(int(s) for s in model.config.image_shape)
-    if x.dim() != 4 or tuple(x.shape[1:]) != shape:
-        got = "x".join(map(str, x.shape[1:]))
-        raise ConfigError(f"images to edit must be {'x'.join(map(str, shape))} like the training data, got {got}")
 
 
 def edit_sheet(result: Edits) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 
 from genmodels.errors import ConfigError
 from genmodels.models.base import Inpaints, check_sample_options
-from genmodels.viz.completion import GREY, image_labels
+from genmodels.viz.completion import GREY, check_images, image_labels
 
 MASK_BYTES = 16 << 20  # a mask file larger than this is refused (a 4096x4096 PNG is far smaller)
 MASKS = ("center", "left", "right", "top", "bottom", "random")
@@ -127,10 +127,7 @@ def inpaint_images(
     name = type(model).__name__
     if not isinstance(model, Inpaints):
         raise ConfigError(f"{name} cannot inpaint; inpainting works with {METHODS}")
-    shape = tuple(int(s) for s in model.config.image_shape)
-    if x.dim() != 4 or tuple(x.shape[1:]) != shape:
-        got = "x".join(map(str, x.shape[1:]))
-        raise ConfigError(f"images to inpaint must be {'x'.join(map(str, shape))} like the training data, got {got}")
+    shape = check_images(model, x, "inpaint")
     if keep.dim() != 4 or keep.shape[1] != 1 or tuple(keep.shape[2:]) != shape[1:] or len(keep) not in (1, len(x)):
         raise ConfigError(f"the mask must be {shape[1]}x{shape[2]} like the images, got {tuple(keep.shape)}")
     if not bool(((keep == 0) | (keep == 1)).all()):
