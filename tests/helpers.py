@@ -30,7 +30,23 @@ TINY: dict[str, dict] = {
     "wgan-gp": {"g_channels": [16, 8], "d_channels": [8, 16], "latent_dim": 8, "n_critic": 2},
     "sngan": {"g_channels": [16, 8], "d_channels": [8, 16], "latent_dim": 8},
     "cgan": {"g_channels": [16, 8], "d_channels": [8, 16], "latent_dim": 8},
+    "pix2pix": {"width": 4, "d_width": 4, "depth": 2},
+    "cyclegan": {"width": 4, "d_width": 4, "depth": 2},
+    "l1-unet": {"width": 4, "depth": 2},
 }
+# Translators train on a translation dataset (a source and a target image stacked along the channels).
+TRANSLATORS = ("pix2pix", "cyclegan", "l1-unet")
+TRANSLATION_DATA = "edges:digits"
+
+
+def data_of(name: str) -> str:
+    """The small dataset a model's tests train on: digits, or their sketches beside them for a translator."""
+    return TRANSLATION_DATA if name in TRANSLATORS else "digits"
+
+
+def stacked(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) images as translation pairs (N, 2C, H, W): each image beside its negative."""
+    return torch.cat([images, 255 - images], dim=1)
 
 
 def digits_images(n: int | None = None, size: int = 28) -> tuple[torch.Tensor, torch.Tensor]:

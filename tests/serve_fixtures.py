@@ -49,10 +49,12 @@ def train_serve_runs(root: Path) -> Path:
 
 
 # Colour runs on real colour data (Noto Color Emoji, small sizes so sampling stays cheap): an encoder
-# model for generate / interpolate / explore and an RGB PixelCNN for completion.
+# model for generate / interpolate / explore, an RGB PixelCNN for completion, and a translator (grey emoji
+# to colour) for the Translate panel; "dataset" names a run's data when it is not plain emoji.
 COLOUR_RUNS = {
     "rgb-vae": ("conv-vae", 30, {"data.image_size": 16, "train.lr": 1e-2, "model.latent_dim": 2}),
     "rgb-pixelcnn": ("gated-pixelcnn", 10, {"data.image_size": 8}),
+    "colorize": ("pix2pix", 10, {"data.image_size": 16, "dataset": "colorize:emoji"}),
 }
 
 
@@ -63,8 +65,10 @@ def train_colour_runs(root: Path) -> Path:
     for name, (model, steps, extra) in COLOUR_RUNS.items():
         overrides = {f"model.{k}": v for k, v in TINY[model].items()}
         overrides.update({"train.batch_size": 32, "train.log_every": 5, "train.grid": 3, "data.limit": 256})
-        overrides.update({"train.sample_every": 10, "train.ckpt_every": 0, **extra})
-        train(model, "emoji", steps=steps, out=root / name, overrides=overrides, progress=False)
+        overrides.update({"train.sample_every": 10, "train.ckpt_every": 0})
+        overrides.update({k: v for k, v in extra.items() if k != "dataset"})
+        dataset = extra.get("dataset", "emoji")
+        train(model, dataset, steps=steps, out=root / name, overrides=overrides, progress=False)
     return root
 
 

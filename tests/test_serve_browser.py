@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -387,6 +388,38 @@ def test_a_colour_run_page_shows_its_grids_and_samples_in_colour(page, tmp_path_
             c = shown.astype(int)
             assert np.abs(c[..., 0] - c[..., 1]).mean() + np.abs(c[..., 1] - c[..., 2]).mean() > 3, selector
         page.screenshot(path=tmp_path_factory.mktemp("colour-shots") / "run-rgb-vae.png", full_page=True)
+        assert page.js_errors == []
+
+
+def test_a_translator_page_translates_test_images_and_offers_no_sampling(page, tmp_path_factory):
+    """The colorize run (pix2pix, grey emoji to colour): its page has the Translate panel and no Generate
+    panel; the sheet's columns are a grey input, its translation and the colour original, as sent."""
+    from serve_fixtures import colour_runs_dir
+
+    root = colour_runs_dir(tmp_path_factory)
+    with serve_process(root) as url:
+        page.js_errors.clear()
+        page.goto(url + "/#/run/colorize")
+        page.wait_for_selector("#translate-img:not([hidden])")
+        assert page.locator("#generate").count() == 0 and page.locator("#gen-img").count() == 0
+        options = page.locator("#translate-direction option").all_inner_texts()
+        assert len(options) == 1 and options[0].endswith(" to emoji"), options  # pix2pix: forward only
+        page.fill("#translate-n", "4")
+        old = src(page, "#translate-img")
+        page.click("#translate-button")
+        wait_new_src(page, "#translate-img", old)
+        r = page.locator("#translate-img").evaluate(RGB_JS)
+        shown = np.array(r["rgb"], dtype=np.uint8).reshape(r["h"], r["w"], 3).astype(int)
+        assert shown.shape[:2] == (2 + 3 * 18, 2 + 4 * 18)  # 3 rows (input, translation, target) of 4 tiles
+        tile = lambda row, col: shown[2 + 18 * row : 18 + 18 * row, 2 + 18 * col : 18 + 18 * col]  # noqa: E731
+        for col in range(4):
+            grey, target = tile(0, col), tile(2, col)
+            assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
+            assert np.abs(target[..., 0] - target[..., 1]).mean() + np.abs(target[..., 1] - target[..., 2]).mean() > 3
+        test = json.loads(
+            page.evaluate("async () => JSON.stringify(await (await fetch('/api/model?run=colorize')).json())")
+        )
+        assert test["translate"] == ["forward"] and test["generate"] is False
         assert page.js_errors == []
 
 

@@ -47,6 +47,10 @@ EXAMPLES = {
   genmodels edit runs/cddpm-fm --input test --to-class 3 --strength 0.6 -o dresses.png  # towards class 3
   genmodels edit runs/vae-fm --input shirt.png --from-class 6 --to-class 3 -o dress.png  # latent arithmetic
   genmodels edit runs/diffusion-emoji --input face.png --strength 0.3 -n 1 --samples 8 -o faces.npz""",
+    "translate": """examples:
+  genmodels translate runs/pix2pix-emoji --input test -n 10 -o google-to-twitter.png   # input, translation, target
+  genmodels translate runs/cyclegan-emoji --input test --direction backward -o back.png
+  genmodels translate runs/pix2pix-colorize --input grey.png -o colour.png""",
     "doctor": """examples:
   genmodels doctor               # what this machine offers and which fast paths were chosen, and why
   genmodels doctor --remeasure   # time the fast paths again (on a quiet machine) and cache the decision
@@ -286,6 +290,27 @@ def _parser() -> argparse.ArgumentParser:
     ip.add_argument("--seed", type=int, default=0)
     ip.add_argument("--weights", choices=["ema", "raw"], default="ema")
     ip.add_argument("--device", default="auto")
+
+    tr = cmd(
+        "translate",
+        "translate images with a pix2pix, cyclegan or l1-unet run (source style to target style; cyclegan also "
+        "backward); a sheet's rows are the inputs, their translations and, for a dataset split, the targets",
+    )
+    tr.add_argument("run")
+    tr.add_argument(
+        "--input", required=True, metavar="FILE", help=INPUT_HELP.replace("model's size", "source side's size")
+    )
+    tr.add_argument("-o", "--output", required=True, help="FILE.png (a sheet) or FILE.npz (the translations, uint8)")
+    tr.add_argument("-n", type=int, default=8, help="images to take from an .npz or dataset split (default 8)")
+    tr.add_argument(
+        "--direction",
+        choices=["forward", "backward"],
+        default="forward",
+        help="forward: source to target (default); backward: target to source (cyclegan)",
+    )
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--weights", choices=["ema", "raw"], default="ema")
+    tr.add_argument("--device", default="auto")
 
     dr = cmd("doctor", "what this machine offers (CPU features, bf16, CUDA) and which fast paths are used, and why")
     dr.add_argument("--remeasure", action="store_true", help="time the fast paths again and replace the cache")
@@ -640,7 +665,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     for line in report["summary_lines"]:
         print(line)
     where = Path(report["run"])
-    print(f"wrote {where / 'eval.json'} and {where / 'eval.md'}")
+    print("wrote " + " and ".join(report.get("written") or [str(where / "eval.json"), str(where / "eval.md")]))
     return 0
 
 
@@ -653,12 +678,13 @@ def cmd_leaderboard(a: argparse.Namespace) -> int:
     return 0
 
 
-def _completion_input(run: Any, a: argparse.Namespace) -> tuple[Any, Any, str]:
-    """Images (N, C, H, W) in [0, 1], labels or None, and a description, from --input."""
+def _completion_input(run: Any, a: argparse.Namespace, shape: Any = None) -> tuple[Any, Any, str]:
+    """Images (N, C, H, W) in [0, 1], labels or None, and a description, from --input; a file's images
+    must have (or are resized to) ``shape`` (C, H, W), by default the model's image shape."""
     import numpy as np
     import torch
 
-    c, h, w = run.model.config.image_shape
+    c, h, w = shape or run.model.config.image_shape
     if a.input in ("test", "train"):
         ds, x, y = _test_images(run, a.input, a.n, a.seed)
         return x, y, f"{len(x)} {ds.name} {a.input} images"
@@ -886,6 +912,51 @@ def cmd_inpaint(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_translate(a: argparse.Namespace) -> int:
+    import torch
+
+    from genmodels.models.base import Translates
+    from genmodels.runs import load_run
+    from genmodels.viz import save_grid
+    from genmodels.viz.translation import split_pairs, translate_images
+
+    if not 1 <= a.n <= 1000:
+        raise ConfigError(f"-n must be in 1..1000, got {a.n}")
+    suffix = _check_output(a.output, ".png", ".npz")
+    run = load_run(a.run, weights=a.weights, device=a.device)
+    model = run.model
+    if not isinstance(model, Translates):
+        raise ConfigError(
+            f"{run.model_name} is not a translator; translate works with pix2pix, cyclegan and l1-unet runs "
+            "(e.g. genmodels train pix2pix --dataset pair:emoji,twemoji)"
+        )
+    model.generator_for(a.direction)  # a direction the model lacks: one line
+    x, _, what = _completion_input(run, a, model.config.source_shape)
+    rows, targets = 2, None
+    if a.input in ("test", "train"):  # the split's stacked pairs: the side translated from, and the other
+        src, dst = split_pairs(x)
+        x, targets = (src, dst) if a.direction == "forward" else (dst, src)
+        rows = 3
+    t0 = time.perf_counter()
+    out = translate_images(model, x, a.direction)
+    secs = time.perf_counter() - t0
+    try:
+        Path(a.output).parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".npz":
+            _write_npz(a.output, [out], len(out))
+        else:
+            sheet = [x, out] + ([targets] if targets is not None else [])
+            save_grid(torch.cat(sheet), a.output, nrow=len(x))
+    except OSError as e:
+        raise GenmodelsError(f"cannot write {a.output}: {e.strerror or e}; choose another -o path") from None
+    layout = "rows: input, translation" + (", target" if rows == 3 else "") if suffix == ".png" else "uint8"
+    print(
+        f"translated {what} {a.direction} with {run.model_name} (step {run.step}) in {secs:.1f} s; "
+        f"wrote {a.output} ({layout})"
+    )
+    return 0
+
+
 def cmd_doctor(a: argparse.Namespace) -> int:
     import genmodels.nets
     import genmodels.training  # noqa: F401  (importing them registers their fast paths)
@@ -920,6 +991,10 @@ def cmd_datasets(a: argparse.Namespace) -> int:
         shape = "x".join(map(str, r["shape"]))
         print(f"{r['name']:<14} {shape:<10} {r['num_classes']:<8} {r['status']:<13} {r['where']}")
     print("also: folder:PATH (PNG/JPEG files, labels from sub-folders) and npz:PATH (key 'images', optional 'labels')")
+    print(
+        "translation (pix2pix, cyclegan): pair:emoji,twemoji (paired by code point), colorize:NAME (grey to colour), "
+        "edges:NAME (sketch to image), unpaired:A,B (CycleGAN)"
+    )
     return 0
 
 
@@ -991,6 +1066,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "latent": cmd_latent,
     "complete": cmd_complete,
     "inpaint": cmd_inpaint,
+    "translate": cmd_translate,
     "edit": cmd_edit,
     "evaluate": cmd_evaluate,
     "leaderboard": cmd_leaderboard,

@@ -37,7 +37,7 @@ from genmodels.data.config import DataConfig
 from genmodels.device import pick_device
 from genmodels.errors import CheckpointError, ConfigError, GenmodelsError
 from genmodels.models import MODELS, make_config, model_spec
-from genmodels.models.base import check_labels, check_sample_options
+from genmodels.models.base import Generative, check_labels, check_sample_options
 
 MAX_SAMPLES = 1_000_000  # per sample call: 1e6 28x28 images are 0.8 GB of uint8; more is a typo
 MAX_SAMPLE_BATCH = 4096  # images per network call when sampling
@@ -103,6 +103,11 @@ class Run:
         Raises:
             ConfigError: n or batch out of range, labels out of range, or an option the model does not take.
         """
+        if not isinstance(self.model, Generative):
+            raise ConfigError(
+                f"{self.model_name} is a translator and draws no samples; translate images with "
+                f"genmodels translate {self.path} --input test -o out.png"
+            )
         if not 0 <= n <= MAX_SAMPLES:
             raise ConfigError(f"the number of samples must be in 0..{MAX_SAMPLES:,}, got {n:,}")
         if not 1 <= batch <= MAX_SAMPLE_BATCH:

@@ -25,6 +25,9 @@ class ImageDataset:
         classes: class names (empty when unlabelled).
         source: where the data was read from, for messages and run metadata.
         ids: per image, a stable identifier (emoji: the code points, '1f44d-1f3fd'), or empty.
+        pairing: "" for plain images; "paired" or "unpaired" for a translation dataset, whose images
+            stack a source and a target image along the channels (``data.pairs``).
+        sides: a translation dataset's (source, target) names, else empty.
     """
 
     name: str
@@ -34,6 +37,8 @@ class ImageDataset:
     classes: list[str] = field(default_factory=list)
     source: str = ""
     ids: list[str] = field(default_factory=list)
+    pairing: str = ""
+    sides: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Loaders build these, so a violation is a bug here, not a user error: fail loudly.

@@ -9,6 +9,7 @@ from genmodels.data.dataset import ImageDataset, check_options, finish
 from genmodels.errors import ConfigError, unknown
 
 PREFIXES = ("folder:", "npz:")
+TRANSLATION_NAMES = ("pair:A,B", "unpaired:A,B", "colorize:NAME", "edges:NAME")
 
 
 def load_dataset(
@@ -26,7 +27,8 @@ def load_dataset(
 
     Args:
         name: a catalog name ("cifar10", "digits", "emoji", "fashion-mnist", "kmnist", "mnist", "twemoji"), or
-            "folder:PATH" (a folder of images), or "npz:PATH" (a .npz file).
+            "folder:PATH" (a folder of images), or "npz:PATH" (a .npz file), or a translation dataset
+            (``pair:A,B``, ``unpaired:A,B``, ``colorize:NAME``, ``edges:NAME``: see ``data.pairs``).
         split: "train" or "test".
         data_dir: a folder searched first for the dataset's files, and where missing ones are downloaded.
         image_size: resize every image to image_size x image_size (Pillow; area to shrink, bicubic to
@@ -45,6 +47,19 @@ def load_dataset(
         DataError: files that cannot be found, downloaded, read or verified.
     """
     check_options(split, image_size, channels, limit)
+    from genmodels.data.pairs import is_translation, load_translation
+
+    if is_translation(name):
+        return load_translation(
+            name,
+            split,
+            data_dir=data_dir,
+            image_size=image_size,
+            channels=channels,
+            limit=limit,
+            download=download,
+            mirrors=mirrors,
+        )
     if name.startswith("folder:"):
         from genmodels.data.folder import load_folder
 
@@ -59,7 +74,7 @@ def load_dataset(
         return finish(ds, image_size=image_size, channels=channels, limit=limit)
     entry = CATALOG.get(name.strip().lower().replace("_", "-"))
     if entry is None:
-        raise unknown("dataset", name, [*CATALOG, *(f"{p}PATH" for p in PREFIXES)])
+        raise unknown("dataset", name, [*CATALOG, *(f"{p}PATH" for p in PREFIXES), *TRANSLATION_NAMES])
     if entry.kind in ("emoji", "twemoji"):
         from genmodels.data.emoji import load_emoji
 

@@ -294,6 +294,12 @@ def evaluate_run(
         if v is not None and v < 1:
             raise ConfigError(f"{flag} must be >= 1, got {v}")
     run = load_run(run_dir, device=device, weights=weights)
+    from genmodels.models.base import Translates
+
+    if isinstance(run.model, Translates):  # a translator has no samples: its translations of the test split
+        from genmodels.eval.translation import evaluate_translation
+
+        return evaluate_translation(run_dir, n=n, run=run)
     ds = _test_split(run)
     cap = min(n or DEFAULT_N, len(ds))
     y = torch.from_numpy(ds.labels[:cap]) if ds.labels is not None else None

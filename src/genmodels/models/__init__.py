@@ -12,12 +12,15 @@ from torch import nn
 
 from genmodels.config import from_dict
 from genmodels.errors import ConfigError, unknown
-from genmodels.models import autoencoder, diffusion, gan, pixelcnn, vae, vqvae
+from genmodels.models import autoencoder, diffusion, gan, pixelcnn, translation, vae, vqvae
 from genmodels.models.base import Batch, LossOutput, ModelSpec
 
 # Adam(2e-4, beta1 0.5): the DCGAN paper's setting (Radford et al. 2016, Sec. 4), kept by most GANs since.
 GAN_TRAIN = {"lr": 2e-4, "betas": (0.5, 0.999)}
 KERAS_ADAM = {"lr": 1e-3, "betas": (0.9, 0.999)}  # Keras' Adam() defaults
+# pix2pix and CycleGAN train with Adam(2e-4, 0.5) (Isola et al. Sec. 3.3, Zhu et al. Sec. 4); no class monitor
+# (a translator has no samples to classify).
+TRANSLATOR_TRAIN = {"lr": 2e-4, "betas": (0.5, 0.999), "monitor_classes": 0}
 TUTORIAL_VAE = {"arch": "mlp", "hidden": (128,), "latent_dim": 2, "act": "relu", "likelihood": "bernoulli"}
 
 MODELS: dict[str, ModelSpec] = {
@@ -208,6 +211,30 @@ MODELS: dict[str, ModelSpec] = {
         {"arch": "dcgan", "loss": "hinge", "spectral_norm": True, "d_norm": "none", "conditional": True},
         GAN_TRAIN,
     ),
+    "pix2pix": ModelSpec(
+        "translation",
+        translation.TranslatorConfig,
+        translation.build,
+        "pix2pix (Isola et al. 2017): U-Net G, PatchGAN D, L1 + adversarial; paired translation data",
+        {"method": "pix2pix"},
+        TRANSLATOR_TRAIN,
+    ),
+    "cyclegan": ModelSpec(
+        "translation",
+        translation.TranslatorConfig,
+        translation.build,
+        "CycleGAN (Zhu et al. 2017): two generators, two PatchGAN Ds, cycle + identity losses; unpaired data",
+        {"method": "cyclegan"},
+        TRANSLATOR_TRAIN,
+    ),
+    "l1-unet": ModelSpec(
+        "translation",
+        translation.TranslatorConfig,
+        translation.build,
+        "the translators' baseline: pix2pix's U-Net trained on the L1 loss alone, no adversary",
+        {"method": "l1"},
+        {**TRANSLATOR_TRAIN, "betas": (0.9, 0.999)},
+    ),
 }
 
 # A family's own name picks its recommended model: the one source of that pick, printed by ``genmodels models``
@@ -218,6 +245,7 @@ FAMILIES: dict[str, str] = {
     "diffusion": "ddpm",
     "pixelcnn": "masked-pixelcnn",
     "gan": "dcgan",
+    "translation": "pix2pix",
 }
 
 
@@ -236,7 +264,18 @@ def make_config(name: str, values: dict[str, Any] | None = None) -> Any:
 
 MAX_WIDTH = 4096  # channels / hidden units / latent size of one layer
 MAX_PARAMETERS = 500_000_000  # 2 GB of fp32 weights, before optimiser state: more is a typo on these machines
-WIDTH_FIELDS = ("channels", "hidden", "g_hidden", "d_hidden", "g_channels", "d_channels", "head_channels", "latent_dim")
+WIDTH_FIELDS = (
+    "channels",
+    "hidden",
+    "g_hidden",
+    "d_hidden",
+    "g_channels",
+    "d_channels",
+    "head_channels",
+    "latent_dim",
+    "width",
+    "d_width",
+)
 
 
 def check_size(name: str, config: Any) -> None:

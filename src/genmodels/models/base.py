@@ -12,7 +12,8 @@ or a model name:
 - capabilities: ``Decodable`` (a latent space, ``decode``), ``Encodable`` (``encode`` and
   ``reconstruct``), ``HasPrior`` (``sample_prior``), ``Completable`` (``complete`` from kept rows),
   ``Observes`` (``observe``: the data the model sees, e.g. binarised), ``HasLikelihood`` (``nll``),
-  ``FitsToData`` (``fit_to_data`` after training).
+  ``FitsToData`` (``fit_to_data`` after training);
+- ``Translates``: an image-to-image translator (``translate``), which is not a ``Generative``.
 
 Pixel scaling happens at one boundary: a ``Batch`` carries images as float32 in [0, 1]
 (exact multiples of 1/255 for 8-bit data); each model maps to its own range inside and back
@@ -228,6 +229,22 @@ class Editable(Protocol):
     ) -> torch.Tensor: ...
 
     def edit_timestep(self, strength: float, sampler: str | None = None, steps: int | None = None) -> int: ...
+
+
+@runtime_checkable
+class Translates(Protocol):
+    """An image-to-image translator (pix2pix, CycleGAN): ``translate(x, direction) -> (B, C, H, W)`` in [0, 1]
+    from source images x (B, C, H, W) in [0, 1]. It trains on a translation dataset, whose images stack the
+    source and the target along the channels, so ``config.image_shape`` is (2C, H, W) and
+    ``config.source_shape`` (C, H, W). ``directions``: ("forward",) or ("forward", "backward");
+    ``check_data(pairing, dataset)`` refuses data it cannot learn from. Not a ``Generative``: it has no
+    ``sample``."""
+
+    directions: tuple[str, ...]
+
+    def translate(self, x: torch.Tensor, direction: str = "forward") -> torch.Tensor: ...
+
+    def check_data(self, pairing: str, dataset: str) -> None: ...
 
 
 @runtime_checkable

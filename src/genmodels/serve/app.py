@@ -16,6 +16,7 @@ Routes (all GET; the app never writes into RUNS_DIR):
     /api/complete.png?run=ID&index=I&rows=14&samples=4&seed=0     PixelCNN completion sheet
     /api/inpaint.png?run=ID&index=I&mask=center|0101...&samples=4&seed=0[&opt.NAME=V]   inpainting sheet
     /api/edit.png?run=ID&index=I&strength=0.5[&class=K]&samples=4&seed=0[&opt.NAME=V]   editing sheet
+    /api/translate.png?run=ID&index=I&n=8&direction=forward|backward                  translation sheet
     /files/PATH                 a PNG / JSON / YAML / Markdown file under RUNS_DIR (a regular file, confined
                                 to the run it belongs to)
 
@@ -284,6 +285,11 @@ class Handler(BaseHTTPRequestHandler):
             options,
         )
 
+    def api_translate(self, q: dict[str, str]) -> bytes:
+        return self.app.playground.translate(
+            self._loaded(q), _int(q, "index", 0), _int(q, "n", 8, 0, 10**6), q.get("direction", "forward")[:20]
+        )
+
 
 API = {
     "/api/runs": Handler.api_runs,
@@ -298,6 +304,7 @@ API = {
     "/api/complete.png": Handler.api_complete,
     "/api/inpaint.png": Handler.api_inpaint,
     "/api/edit.png": Handler.api_edit,
+    "/api/translate.png": Handler.api_translate,
 }
 
 

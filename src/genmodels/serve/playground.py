@@ -26,8 +26,10 @@ from genmodels.errors import CheckpointError, ConfigError, GenmodelsError
 from genmodels.models.base import (
     Completable,
     Encodable,
+    Generative,
     HasPrior,
     Inpaints,
+    Translates,
     check_sample_options,
     default_labels,
     has_latent,
@@ -76,7 +78,7 @@ def sample_options(model: Any) -> list[dict[str, Any]]:
             "choices": list(opt.choices) if opt.choices is not None else None,
             "minimum": opt.minimum,
         }
-        for name, opt in model.sample_options.items()
+        for name, opt in (model.sample_options.items() if isinstance(model, Generative) else ())
     ]
 
 
@@ -213,6 +215,9 @@ class Playground:
             "inpaint_masks": _inpaint_masks(model),
             "edit": _edit_kind(model),
             "dataset_classes": [str(c) for c in names],
+            "generate": isinstance(model, Generative),
+            "translate": list(model.directions) if isinstance(model, Translates) else [],
+            "sides": list((run.meta.get("dataset") or {}).get("sides") or []),
             "sample_options": sample_options(model),
         }
 
@@ -352,8 +357,33 @@ class Playground:
         return out
 
     def test_image(self, loaded: Loaded, index: int) -> bytes:
-        """Test image ``index`` of the run's dataset as a PNG."""
-        return png_bytes(self._test_input(loaded, index)[1])
+        """Test image ``index`` of the run's dataset as a PNG (a translator's: the source side)."""
+        x = self._test_input(loaded, index)[1]
+        if isinstance(loaded.run.model, Translates):
+            x = x[:, : loaded.run.model.config.source_shape[0]]
+        return png_bytes(x)
+
+    def translate(self, loaded: Loaded, index: int, n: int, direction: str) -> bytes:
+        """Test examples ``index`` .. ``index + n - 1`` in columns: the input, its translation and the other
+        side's image (the target), as ``genmodels translate RUN --input test`` draws them."""
+        from genmodels.viz.translation import split_pairs, translate_images
+
+        run, model = loaded.run, loaded.run.model
+        if not isinstance(model, Translates):
+            raise ConfigError(
+                f"{run.model_name} is not a translator; translation works with pix2pix, cyclegan, l1-unet"
+            )
+        if not 1 <= n <= MAX_COMPLETIONS:
+            raise ConfigError(f"n must be in 1..{MAX_COMPLETIONS}, got {n}")
+        model.generator_for(direction)
+        ds = self.test_split(run)
+        if not 0 <= index < len(ds):
+            raise ConfigError(f"index must be in 0..{len(ds) - 1} (the {ds.split} split's size), got {index}")
+        a, b = split_pairs(torch.from_numpy(ds.images[index : index + n]).float().div_(255.0))
+        src, other = (a, b) if direction == "forward" else (b, a)
+        with loaded.lock:
+            out = translate_images(model, src, direction)
+        return png_bytes(torch.cat([src, out, other]), nrow=len(src))
 
     def complete(
         self, loaded: Loaded, index: int, rows: int, samples: int, seed: int, label: int | None, options: dict[str, str]

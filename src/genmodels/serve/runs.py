@@ -326,6 +326,8 @@ def run_page(root: Path, path: Path) -> dict[str, Any]:
     steps = rec._read(checkpoint_steps, path) or []
     config = rec.config
     report = rec.report
+    # A translator's evaluation (translation.json: translations against targets) stands in for eval.json.
+    translation = rec._read(read_record, path, "translation.json", "translation evaluation") or {} if not report else {}
     return {
         "series": series,
         "checkpoints": steps,
@@ -334,7 +336,11 @@ def run_page(root: Path, path: Path) -> dict[str, Any]:
         "config": config,
         "grids": sample_grids(root, path, rec.meta.get("steps")),
         "figures": figures(root, path),
-        "eval": {"summary": eval_summary(report), "lines": _lines(report.get("summary_lines"))} if report else None,
+        "eval": {"summary": eval_summary(report), "lines": _lines(report.get("summary_lines"))}
+        if report
+        else {"summary": {}, "lines": _lines(translation.get("summary_lines"))}
+        if translation
+        else None,
         "latest": rec.latest,
     }
 

@@ -22,7 +22,7 @@ from genmodels.checkpoints import (
     unflatten_optimizer,
 )
 from genmodels.errors import CheckpointError
-from genmodels.models.base import FitsToData, default_labels
+from genmodels.models.base import FitsToData, Generative, Translates, default_labels
 from genmodels.seeding import derive_seed
 from genmodels.training.config import TrainConfig
 from genmodels.training.ema import EMA
@@ -180,6 +180,9 @@ class Sampling:
         """
         if self.run_dir is None or not self.is_main or self.config.grid == 0:
             return
+        if isinstance(self.model, Translates):
+            self.save_translations(tag)
+            return
         from genmodels.viz import save_grid
 
         k = self.config.grid
@@ -206,6 +209,18 @@ class Sampling:
         if self.logger is not None:
             self.logger.image("samples", grid, self.step)
 
+    def save_translations(self, tag: str) -> None:
+        """A translator's sheet in ``samples/{tag}.png``: the first 2 x ``grid`` training examples, each
+        input above its translation and its target (both directions for CycleGAN)."""
+        from genmodels.viz.translation import translation_sheet
+
+        assert self.run_dir is not None
+        pairs = self.images[: 2 * self.config.grid].float().div(255.0)
+        with self.ema.swapped_in(self.model) if self.ema else contextlib.nullcontext():
+            grid = translation_sheet(self.model, pairs, self.run_dir / "samples" / f"{tag}.png", self.model.directions)
+        if self.logger is not None:
+            self.logger.image("samples", grid, self.step)
+
     def watch_classes(self) -> dict[str, float] | None:
         """Class coverage of ``monitor_classes`` fresh samples; warns when it falls (mode collapse).
 
@@ -214,6 +229,8 @@ class Sampling:
         fires when coverage drops 0.2 or more below the best seen in this run.
         """
         if self.monitor is None or not self.config.monitor_classes or not self.is_main:
+            return None
+        if not isinstance(self.model, Generative):  # a translator has no samples to classify
             return None
         imgs = self.sample_images(self.config.monitor_classes, seed=self.config.seed + 0x5EED)
         stats = self.monitor(imgs)

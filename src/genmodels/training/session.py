@@ -23,7 +23,7 @@ from genmodels.checkpoints import latest_checkpoint
 from genmodels.config import from_dict
 from genmodels.errors import ConfigError, GenmodelsError
 from genmodels.models import check_size, make_config, model_spec
-from genmodels.models.base import Encodable, HasPrior, is_conditional
+from genmodels.models.base import Encodable, HasPrior, Translates, is_conditional
 from genmodels.runs import (
     CODES,
     Run,
@@ -260,6 +260,13 @@ def _train_locked(
     cfg["model"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in model_cfg.__dict__.items()}
     torch.manual_seed(derive_seed(train_cfg.seed, 0x1417))  # the initial weights follow --seed too
     model = model_spec(cfg["model_name"]).build(model_cfg)
+    if isinstance(model, Translates):
+        model.check_data(ds.pairing, data_cfg.dataset)
+    elif ds.pairing:
+        raise ConfigError(
+            f"{data_cfg.dataset} is a translation dataset (each example a source and a target image); "
+            f"{cfg['model_name']} does not translate: train pix2pix, cyclegan or l1-unet on it"
+        )
     if is_conditional(model) and ds.labels is None:
         raise ConfigError(f"{cfg['model_name']} is class-conditional but dataset {data_cfg.dataset} has no labels")
     meta: dict[str, Any] = {}
@@ -277,7 +284,9 @@ def _train_locked(
         rank=info.rank,
         world=info.world,
         device=device,
-        monitor=monitor(data_cfg, ds.shape, device) if monitor and train_cfg.monitor_classes and info.is_main else None,
+        monitor=monitor(data_cfg, ds.shape, device)
+        if monitor and train_cfg.monitor_classes and info.is_main and not ds.pairing
+        else None,
     )
     if resuming:  # rank 0 reads and verifies the checkpoint; every process continues from the same one
         ck = distributed.broadcast(trainer.read_checkpoint() if info.is_main else None, info)
@@ -329,6 +338,7 @@ def _start_meta(
                 "classes": list(ds.classes),
                 "n_train": len(ds),
                 "source": ds.source,
+                **({"pairing": ds.pairing, "sides": list(ds.sides)} if ds.pairing else {}),
             },
             "versions": versions(),
             "status": "running",

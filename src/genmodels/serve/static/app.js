@@ -276,7 +276,9 @@ function modelSections(base, info, data) {
   const stepSelect = el("select", { id: "gen-step" },
     steps.slice().reverse().map((s) => el("option", { value: s, selected: s === info.step }, `step ${s}`)));
   const common = () => ({ step: stepSelect.value });
-  const out = [generateSection(base, info, labelled("checkpoint", stepSelect), common)];
+  const out = info.generate
+    ? [generateSection(base, info, labelled("checkpoint", stepSelect), common)]
+    : [translateSection(base, info, labelled("checkpoint", stepSelect), common)];
   if (info.interpolate) out.push(interpolateSection(base, info, common));
   if (info.explore) out.push(explorerSection(base, info, common));
   if (info.complete) out.push(completeSection(base, info, common));
@@ -570,6 +572,32 @@ function editSection(base, info, common) {
       sdedit ? labelled("edits", samples) : null, sdedit ? labelled("seed", seed) : null,
       actionButton("edit-button", "edit", go), timing),
     error, el("div", { class: "out" }, img));
+}
+
+// A translator's panel: test examples in columns, each input above its translation and the other side's image.
+function translateSection(base, info, stepPicker, common) {
+  const img = el("img", { class: "pix", id: "translate-img", hidden: true, alt: "translations" });
+  const timing = el("span", { class: "timing" }), error = el("p", { class: "error", id: "translate-error" });
+  const { index, thumbs } = testImagePicker(base, common, "translate");
+  const n = numberInput("n", 8, { id: "translate-n", min: 1, max: 8 });
+  const [from, to] = info.sides.length === 2 ? info.sides : ["source", "target"];
+  const direction = el("select", { id: "translate-direction", name: "direction" },
+    info.translate.map((d) => el("option", { value: d }, d === "forward" ? `${from} to ${to}` : `${to} to ${from}`)));
+  const go = async () => {
+    const params = Object.assign(common(), { index: index.value, n: n.value, direction: direction.value });
+    await fill(img, `/api/translate.png?${base}&${query(params)}`, timing, error);
+    img.style.width = +params.n * 64 + "px";
+  };
+  const sec = el("section", { class: "card", id: "translate" }, el("h2", {}, "Translate test images"),
+    el("p", { class: "muted" }, `${info.model_name}, step ${info.step}, ${fmt(info.parameters)} parameters. ` +
+      "From the chosen test image on, one column each: the input, its translation, then the other side's " +
+      "drawing of it (the target); the same sheet as genmodels translate."),
+    thumbs,
+    el("div", { class: "controls" }, labelled("first test image", index), labelled("images", n),
+      labelled("direction", direction), stepPicker, actionButton("translate-button", "translate", go), timing),
+    error, el("div", { class: "out" }, img));
+  setTimeout(go, 0);
+  return sec;
 }
 
 // ------------------------------------------------------------------ routing
