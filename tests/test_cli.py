@@ -46,7 +46,7 @@ def test_the_help_test_covers_every_command():
     assert set(COMMANDS) == set(HELP_COMMANDS)
 
 
-HELP_COMMANDS = ["train", "sample", "reconstruct", "interpolate", "latent", "complete", "inpaint", "edit"]
+HELP_COMMANDS = ["train", "sample", "reconstruct", "interpolate", "latent", "complete", "inpaint", "edit", "translate"]
 HELP_COMMANDS += ["evaluate", "leaderboard", "datasets", "doctor", "models", "quickstart", "serve"]
 
 

@@ -18,16 +18,15 @@ import torch
 import yaml
 
 from genmodels.checkpoints import checkpoint_dirs, latest_checkpoint, load_checkpoint, sha256_file
+from helpers import forked_cli
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 TINY = ["--set", "model.hidden=[32]", "--set", "model.latent_dim=2", "--set", "train.sample_every=0"]
 
 
 def run(*args: str, timeout: float = 180, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "genmodels", *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd
-    )
+    """``genmodels ARGS`` as a real process (forked from a preloaded fork server: ``helpers.forked_cli``)."""
+    return forked_cli(*args, timeout=timeout, cwd=cwd)
 
 
 def assert_one_error(r: subprocess.CompletedProcess, *needles: str) -> str:

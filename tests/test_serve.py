@@ -695,7 +695,8 @@ def colourful(rgb: np.ndarray) -> float:
 def test_colour_runs_are_listed_and_their_grids_are_the_run_files_in_colour(colour_server):
     srv, root = colour_server
     rows = {r["id"]: r for r in get_json(srv, "/api/runs")["runs"]}
-    assert set(rows) == {"rgb-vae", "rgb-pixelcnn"} and {r["dataset"] for r in rows.values()} == {"emoji"}
+    assert set(rows) == {"rgb-vae", "rgb-pixelcnn", "colorize"}
+    assert {r["dataset"] for r in rows.values()} == {"emoji", "colorize:emoji"}
     data = get_json(srv, "/api/run?run=rgb-vae")
     assert [g["step"] for g in data["grids"]] == [10, 20, 30, 30]
     for g in data["grids"]:

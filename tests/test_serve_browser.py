@@ -436,8 +436,17 @@ def test_a_drawn_mask_is_what_the_diffusion_model_fills(page, app_url):
     y = box["y"] + 0.3 * box["height"]
     page.mouse.move(box["x"] + 0.05 * box["width"], y)
     page.mouse.down()
-    page.mouse.move(box["x"] + 0.95 * box["width"], y, steps=12)
+    page.mouse.move(box["x"] + 0.95 * box["width"], y, steps=3)  # a fast drag: 3 pointer moves over 8 cells
     page.mouse.up()
+    # The stroke is gap-free: every cell of row 2 is marked on the canvas, and nothing else (a painter that
+    # marked only the cells under each pointer event left gaps in fast or coalesced moves).
+    painted = page.locator("#inpaint-canvas").evaluate(
+        """(c) => { const s = c.width / 8, d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+           const out = []; for (let r = 0; r < 8; r++) for (let q = 0; q < 8; q++)
+             out.push(d[4 * (Math.floor((r + 0.5) * s) * c.width + Math.floor((q + 0.5) * s))] > 127 ? 1 : 0);
+           return out; }"""
+    )
+    assert np.array_equal(np.array(painted).reshape(8, 8).nonzero()[0], [2] * 8), np.array(painted).reshape(8, 8)
     page.click("#inpaint-button")
     page.wait_for_selector("#inpaint-img:not([hidden])")
     g = pixels(page, "#inpaint-img")

@@ -36,26 +36,38 @@ def side_feature_net(name: str) -> Any:
     return load_feature_net(FEATURE_NET_OF.get(base, base))
 
 
+def _net_for(name: str, shape: tuple[int, ...]) -> tuple[Any, str]:
+    """(the feature net of a side, "") or (None, why not): none shipped, or one for another image shape."""
+    try:
+        net = side_feature_net(name)
+    except GenmodelsError as e:
+        return None, str(e).split(";")[0]
+    want = tuple(net.config.image_shape)
+    if want != shape:
+        size = "x".join
+        return (
+            None,
+            f"the {net.dataset} feature net takes {size(map(str, want))} images, these are {size(map(str, shape))}",
+        )
+    return net, ""
+
+
 def translation_metrics(
     translated: torch.Tensor, targets: torch.Tensor, net: Any, *, paired: bool, name: str
 ) -> dict[str, Any]:
     """FID, KID, precision, recall (and, for paired data, L1) of translations (N, C, H, W) in [0, 1] against
-    targets (N, C, H, W) in [0, 1]."""
+    targets (N, C, H, W) in [0, 1]; without a feature net (None) only L1."""
     from genmodels.data.dataset import ImageDataset
     from genmodels.eval.reference import real_reference
     from genmodels.eval.report import sample_metrics
     from genmodels.viz import to_uint8
 
-    real = ImageDataset(name, "test", to_uint8(targets), None)
-    ref = real_reference(net, real, use_cache=False)
-    m = sample_metrics(torch.from_numpy(to_uint8(translated)), net, ref)
-    out: dict[str, Any] = {
-        "fid": m["fid"],
-        "kid": m["kid"],
-        "precision": m["precision"],
-        "recall": m["recall"],
-        "n": len(translated),
-    }
+    out: dict[str, Any] = {"n": len(translated)}
+    if net is not None:
+        real = ImageDataset(name, "test", to_uint8(targets), None)
+        ref = real_reference(net, real, use_cache=False)
+        m = sample_metrics(torch.from_numpy(to_uint8(translated)), net, ref)
+        out.update({k: m[k] for k in ("fid", "kid", "precision", "recall")})
     if paired:
         out["l1"] = float((translated.float() - targets.float()).abs().mean())
     return out
@@ -120,24 +132,31 @@ def evaluate_translation(
     for direction in run.model.directions:
         src, dst = (a, b) if direction == "forward" else (b, a)
         target_name = ds.sides[1] if direction == "forward" else ds.sides[0]
-        net = side_feature_net(target_name)
+        net, why = _net_for(target_name, tuple(src.shape[1:]))
         t0 = time.perf_counter()
         moved = translate_images(run.model, src, direction)
         secs = time.perf_counter() - t0
         row = {
             "translated": translation_metrics(moved, dst, net, paired=paired, name=f"{ds.name} {direction} target"),
             "input": translation_metrics(src, dst, net, paired=paired, name=f"{ds.name} {direction} target"),
-            "feature_net": net.dataset,
+            "feature_net": net.dataset if net is not None else None,
             "target": target_name,
             "seconds_per_1000": round(1000 * secs / len(src), 2),
         }
         report["directions"][direction] = row
+        if net is None:
+            row["no_feature_metrics"] = why
+            lines.append(f"{direction} to {target_name}: no FID / KID / precision / recall ({why})")
         for what in ("translated", "input"):
             r = row[what]
-            l1 = f", L1 {r['l1']:.4f}" if "l1" in r else ""
+            l1 = f"L1 {r['l1']:.4f}" if "l1" in r else ""
+            if net is None:
+                if l1:
+                    lines.append(f"{direction} to {target_name}, {what}: {l1}")
+                continue
             lines.append(
                 f"{direction} to {target_name}, {what}: FID {r['fid']:.2f}, KID {1000 * r['kid']['mean']:.1f} "
-                f"x1e-3, precision {r['precision']:.3f}, recall {r['recall']:.3f}{l1}"
+                f"x1e-3, precision {r['precision']:.3f}, recall {r['recall']:.3f}" + (f", {l1}" if l1 else "")
             )
     report["summary_lines"] = lines
     path = Path(out) if out is not None else Path(run_dir) / "translation.json"

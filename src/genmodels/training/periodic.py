@@ -22,7 +22,7 @@ from genmodels.checkpoints import (
     unflatten_optimizer,
 )
 from genmodels.errors import CheckpointError
-from genmodels.models.base import FitsToData, Generative, Translates, default_labels
+from genmodels.models.base import FitsToData, Translates, default_labels
 from genmodels.seeding import derive_seed
 from genmodels.training.config import TrainConfig
 from genmodels.training.ema import EMA
@@ -230,7 +230,7 @@ class Sampling:
         """
         if self.monitor is None or not self.config.monitor_classes or not self.is_main:
             return None
-        if not isinstance(self.model, Generative):  # a translator has no samples to classify
+        if isinstance(self.model, Translates):  # a translator has no samples to classify
             return None
         imgs = self.sample_images(self.config.monitor_classes, seed=self.config.seed + 0x5EED)
         stats = self.monitor(imgs)

@@ -487,20 +487,28 @@ function maskCanvas(H, W) {
     ctx.fillStyle = "#fff";
     for (let i = 0; i < H * W; i++) if (cells[i]) ctx.fillRect((i % W) * scale, Math.floor(i / W) * scale, scale, scale);
   };
-  let down = false;
-  const paint = (e) => {
-    const r = canvas.getBoundingClientRect();
-    const x = Math.floor((e.clientX - r.left) / r.width * W), y = Math.floor((e.clientY - r.top) / r.height * H);
-    const brush = Math.max(1, Math.round(Math.min(H, W) / 14));
+  // A stroke paints every cell along the segment from the previous pointer position, so a fast drag (or
+  // pointer events the browser coalesced while busy) leaves no gaps.
+  let down = false, last = null;
+  const brush = Math.max(1, Math.round(Math.min(H, W) / 14));
+  const dab = (x, y) => {
     for (let dy = 0; dy < brush; dy++) for (let dx = 0; dx < brush; dx++) {
       const yy = y + dy, xx = x + dx;
       if (yy >= 0 && yy < H && xx >= 0 && xx < W) cells[yy * W + xx] = 1;
     }
+  };
+  const paint = (e) => {
+    const r = canvas.getBoundingClientRect();
+    const x = (e.clientX - r.left) / r.width * W, y = (e.clientY - r.top) / r.height * H;
+    const [x0, y0] = last || [x, y];
+    const n = Math.max(1, Math.ceil(2 * Math.max(Math.abs(x - x0), Math.abs(y - y0))));
+    for (let i = 0; i <= n; i++) dab(Math.floor(x0 + (x - x0) * i / n), Math.floor(y0 + (y - y0) * i / n));
+    last = [x, y];
     draw();
   };
-  canvas.addEventListener("pointerdown", (e) => { down = true; paint(e); });
+  canvas.addEventListener("pointerdown", (e) => { down = true; last = null; paint(e); });
   canvas.addEventListener("pointermove", (e) => { if (down) paint(e); });
-  window.addEventListener("pointerup", () => { down = false; });
+  window.addEventListener("pointerup", () => { down = false; last = null; });
   draw();
   return { canvas, bits: () => Array.from(cells).join(""), clear: () => { cells.fill(0); draw(); } };
 }
