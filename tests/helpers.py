@@ -126,3 +126,45 @@ def forked_cli(*args: str, timeout: float = 180, cwd=None):
             raise subprocess.TimeoutExpired(["genmodels", *args], timeout)
         with open(out, errors="replace") as fo, open(err, errors="replace") as fe:
             return subprocess.CompletedProcess(["genmodels", *args], p.exitcode, fo.read(), fe.read())
+
+
+class ForkedCLI:
+    """``genmodels ARGS`` started as a new process forked from the preloaded fork server, with the part of
+    ``subprocess.Popen`` the tests use (``poll``, ``wait``, ``kill``, ``communicate``, ``returncode``)."""
+
+    def __init__(self, *args: str, cwd=None) -> None:
+        import multiprocessing
+        import os
+        import tempfile
+
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(FORK_PRELOAD)
+        self._tmp = tempfile.TemporaryDirectory()
+        self._out, self._err = os.path.join(self._tmp.name, "out"), os.path.join(self._tmp.name, "err")
+        env = dict(os.environ)
+        self._p = ctx.Process(target=_forked_main, args=(list(args), env, cwd and str(cwd), self._out, self._err))
+        self._p.start()
+        self.pid, self.args = self._p.pid, ["genmodels", *args]
+
+    @property
+    def returncode(self):
+        return self._p.exitcode
+
+    def poll(self):
+        return self._p.exitcode
+
+    def kill(self) -> None:
+        self._p.kill()
+
+    def wait(self, timeout=None):
+        import subprocess
+
+        self._p.join(timeout)
+        if self._p.exitcode is None:
+            raise subprocess.TimeoutExpired(self.args, timeout or 0)
+        return self._p.exitcode
+
+    def communicate(self, timeout=None) -> tuple[str, str]:
+        self.wait(timeout)
+        with open(self._out, errors="replace") as fo, open(self._err, errors="replace") as fe:
+            return fo.read(), fe.read()

@@ -17,17 +17,16 @@ from safetensors.torch import load_file, save_file
 from genmodels.api import load_run, train
 from genmodels.checkpoints import latest_checkpoint, sha256_file
 from genmodels.errors import CheckpointError
+from helpers import ForkedCLI
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 SRC = str(ROOT / "src")
 
 
-def cli(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "genmodels", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+def cli(*args: str) -> ForkedCLI:
+    """``genmodels ARGS`` as a real process (forked from a preloaded fork server: ``helpers.ForkedCLI``)."""
+    return ForkedCLI(*args)
 
 
 def test_twenty_random_sigkills_resume_to_bit_identical_weights(tmp_path):
