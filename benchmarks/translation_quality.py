@@ -101,14 +101,12 @@ def main() -> None:
     (out / "table.json").write_text(json.dumps(results, indent=1))
     print("\n".join(lines))
     if models:
+        from dataclasses import replace
+
+        from genmodels.runs import load_data
+
         run = load_run(out / models[0])
-        ds = run.load_data("test") if DATA[models[0]] == PAIRS else None
-        if ds is None:
-            from dataclasses import replace
-
-            from genmodels.runs import load_data
-
-            ds = load_data(replace(run.data_config, dataset=PAIRS), "test")
+        ds = load_data(replace(run.data_config, dataset=PAIRS, limit=None), "test")
         pick = torch.linspace(0, len(ds) - 1, 10).long()
         a_img, b_img = split_pairs(torch.from_numpy(ds.images[pick.numpy()]).float() / 255)
         rows = [a_img] + [translate_images(load_run(out / m).model, a_img) for m in models] + [b_img]

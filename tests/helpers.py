@@ -105,27 +105,18 @@ def _forked_main(args: list[str], env: dict[str, str], cwd: str | None, out: str
 
 
 def forked_cli(*args: str, timeout: float = 180, cwd=None):
-    """``genmodels ARGS`` as a new process forked from a fork server that imported torch and genmodels once:
-    a real process (its own exit status, stdout and stderr, killed on timeout) with the test's environment and
-    working directory. Returns a ``subprocess.CompletedProcess``."""
-    import multiprocessing
-    import os
+    """``genmodels ARGS`` run to the end as a forked process (``ForkedCLI``), killed on timeout; returns a
+    ``subprocess.CompletedProcess``."""
     import subprocess
-    import tempfile
 
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(FORK_PRELOAD)
-    with tempfile.TemporaryDirectory() as tmp:
-        out, err = os.path.join(tmp, "out"), os.path.join(tmp, "err")
-        p = ctx.Process(target=_forked_main, args=(list(args), dict(os.environ), cwd and str(cwd), out, err))
-        p.start()
-        p.join(timeout)
-        if p.exitcode is None:
-            p.kill()
-            p.join()
-            raise subprocess.TimeoutExpired(["genmodels", *args], timeout)
-        with open(out, errors="replace") as fo, open(err, errors="replace") as fe:
-            return subprocess.CompletedProcess(["genmodels", *args], p.exitcode, fo.read(), fe.read())
+    p = ForkedCLI(*args, cwd=cwd)
+    try:
+        out, err = p.communicate(timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        raise
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
 
 
 class ForkedCLI:
