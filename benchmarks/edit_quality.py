@@ -4,15 +4,18 @@
   ``--strengths``. Faithfulness: the mean squared pixel distance to the input (grey levels in [0, 1]) and
   the share of edits the feature net gives the input's class. Realism: the FID of the edits against the
   first ``--n`` test images. Strength 0 is the inputs themselves (the floor), strength 1 a fresh sample.
-* Class-guided editing (``--guided RUN``, a conditional diffusion run) and latent arithmetic
-  (``--latent RUN``, a VAE or autoencoder run): the test images of ``--from-class`` edited towards
-  ``--to-class`` (Fashion-MNIST: 0 T-shirt/top to 3 dress). Measured: the share the feature net calls the
-  target class, the pixel distance to the input, and the FID against the target class's test images.
+* Class-guided editing (``--guided RUN``, a conditional diffusion run, at each of ``--guided-strength``
+  with classifier-free guidance ``--guidance``) and latent arithmetic (``--latent RUN``, repeatable: a
+  VAE or autoencoder run, or a GAN run through generator inversion): the test images of ``--from-class``
+  among the last ``--n`` edited towards ``--to-class`` (Fashion-MNIST: 0 T-shirt/top to 3 dress).
+  Measured: the share the feature net calls the target class, the pixel distance to the input, and the FID
+  against the target class's test images.
 
 usage:
   python benchmarks/edit_quality.py --sdedit runs/ddpm [--guided runs/cddpm] [--latent runs/vae]
-                                    [--dataset fashion-mnist] [--n 1000] [--strengths 0.2,0.4,0.6,0.8,1.0]
-                                    [--from-class 0] [--to-class 3] [--guided-strength 0.6]
+                                    [--latent runs/gan] [--dataset fashion-mnist] [--n 1000]
+                                    [--strengths 0.2,0.4,0.6,0.8,1.0] [--from-class 0] [--to-class 3]
+                                    [--guided-strength 0.4,0.6,0.8,1.0] [--guidance 1.0]
                                     [--out runs/bench-edit]
 """
 
@@ -36,13 +39,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sdedit")
     ap.add_argument("--guided")
-    ap.add_argument("--latent")
+    ap.add_argument("--latent", action="append", default=[])
     ap.add_argument("--dataset", default="fashion-mnist")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--strengths", default="0.2,0.4,0.6,0.8,1.0")
     ap.add_argument("--from-class", type=int, default=0)
     ap.add_argument("--to-class", type=int, default=3)
-    ap.add_argument("--guided-strength", type=float, default=0.6)
+    ap.add_argument("--guided-strength", default="0.4,0.6,0.8,1.0")
+    ap.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the run's)")
     ap.add_argument("--out", default="runs/bench-edit")
     a = ap.parse_args()
 
@@ -97,37 +101,54 @@ def main() -> None:
         )
     if a.guided:
         run = load_run(a.guided)
-        g = torch.Generator(device=run.device).manual_seed(0)
         labels = torch.full((len(src),), a.to_class)
-        res = sdedit_images(run.model, src, a.guided_strength, samples=1, generator=g, labels=labels)
-        edits = res.edits[:, 0]
-        rows.append(
-            {
-                "method": f"class-guided SDEdit {a.guided_strength:g} to class {a.to_class}",
-                "target_class": round((net.classify(edits) == a.to_class).float().mean().item(), 4),
-                "mse": round((edits - src).square().mean().item(), 5),
-                "fid_vs_target": round(fid_of(edits, tgt_ref, net), 3),
-            }
+        for strength in (float(v) for v in a.guided_strength.split(",")):
+            g = torch.Generator(device=run.device).manual_seed(0)
+            t0 = time.perf_counter()
+            res = sdedit_images(run.model, src, strength, samples=1, generator=g, labels=labels, guidance=a.guidance)
+            secs = time.perf_counter() - t0
+            edits = res.edits[:, 0]
+            guide = f", guidance {a.guidance:g}" if a.guidance is not None else ""
+            rows.append(
+                {
+                    "method": f"class-guided SDEdit {strength:g}{guide} to class {a.to_class}",
+                    "target_class": round((net.classify(edits) == a.to_class).float().mean().item(), 4),
+                    "mse": round((edits - src).square().mean().item(), 5),
+                    "fid_vs_target": round(fid_of(edits, tgt_ref, net), 3),
+                    "s_per_1000": round(1000 * secs / len(src), 1),
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+            sheet = edit_sheet(res._replace(images=res.images[:8], edits=res.edits[:8]))
+            save_grid(sheet, out / f"guided-{strength:g}.png", nrow=2)
+    train = load_dataset(a.dataset, "train") if a.latent else None
+    for path in a.latent:
+        run = load_run(path)
+        g = torch.Generator(device=run.device).manual_seed(0)
+        t0 = time.perf_counter()
+        codes = (
+            None
+            if run.model.conditional
+            else class_codes(run.model, train.images, train.labels, 10, classes=[a.from_class, a.to_class], generator=g)
         )
-        print(json.dumps(rows[-1]), flush=True)
-        save_grid(edit_sheet(res._replace(images=res.images[:8], edits=res.edits[:8])), out / "guided.png", nrow=2)
-    if a.latent:
-        run = load_run(a.latent)
-        train = load_dataset(a.dataset, "train")
-        codes = None if run.model.conditional else class_codes(run.model, train.images, train.labels, 10)
         s_, t_ = torch.full((len(src),), a.from_class), torch.full((len(src),), a.to_class)
-        res = latent_edit_images(run.model, src, s_, t_, codes)
+        t1 = time.perf_counter()
+        res = latent_edit_images(run.model, src, s_, t_, codes, generator=g)
+        secs = time.perf_counter() - t1
         edits = res.edits[:, 0]
         rows.append(
             {
-                "method": f"latent arithmetic to class {a.to_class}",
+                "method": f"{run.model_name} latent arithmetic to class {a.to_class}",
                 "target_class": round((net.classify(edits) == a.to_class).float().mean().item(), 4),
                 "mse": round((edits - src).square().mean().item(), 5),
                 "fid_vs_target": round(fid_of(edits, tgt_ref, net), 3),
+                "s_per_1000": round(1000 * secs / len(src), 1),
+                "directions_s": round(t1 - t0, 1),
             }
         )
         print(json.dumps(rows[-1]), flush=True)
-        save_grid(edit_sheet(res._replace(images=res.images[:8], edits=res.edits[:8])), out / "latent.png", nrow=2)
+        sheet = edit_sheet(res._replace(images=res.images[:8], edits=res.edits[:8]))
+        save_grid(sheet, out / f"latent-{run.model_name}.png", nrow=2)
     (out / "edit.json").write_text(json.dumps(rows, indent=1))
     for r in rows:
         print(" | ".join(f"{k}={v}" for k, v in r.items()))

@@ -6,6 +6,8 @@ Each translator trains for ``--minutes`` wall-clock minutes (``genmodels train N
 * ``pix2pix`` on ``pair:emoji,twemoji`` (each emoji beside its own twin, by code point);
 * ``cyclegan`` on ``unpaired:emoji,twemoji`` (the same two sets with the pairs broken: it never sees which
   Twitter emoji belongs to which Google one);
+* ``cyclegan-resnet``: the same with the paper's ResNet generator (``model.generator=resnet``) in place of
+  the U-Net;
 * ``l1-unet``, the regression baseline: pix2pix's U-Net on the L1 loss alone, on the pairs;
 
 all three with the translation family's training settings (batch 16, Adam 2e-4 / 0.5 for the GANs, bf16
@@ -18,8 +20,8 @@ emoji net), and the mean absolute pixel error to each one's own twin (L1, grey l
 ``table.json`` and ``sheet.png`` (10 test emoji: Google's, each model's translation, Twitter's).
 
 usage:
-  python benchmarks/translation_quality.py [--minutes 10] [--size 64] [--models pix2pix,cyclegan,l1-unet]
-                                           [--out runs/bench-translate] [--skip-train]
+  python benchmarks/translation_quality.py [--minutes 10] [--size 64] [--out runs/bench-translate]
+                                           [--models pix2pix,cyclegan,cyclegan-resnet,l1-unet] [--skip-train]
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ import torch
 
 PAIRS = "pair:emoji,twemoji"
 DATA = {"pix2pix": PAIRS, "cyclegan": "unpaired:emoji,twemoji", "l1-unet": PAIRS}
+# Variants measured under their own names: (registered model, overrides).
+VARIANTS = {"cyclegan-resnet": ("cyclegan", {"model.generator": "resnet"})}
 # The translation family's recommended training settings (configs/translation.yaml), for all three alike.
 RECIPE = {"train.batch_size": 16, "train.precision": "auto", "train.sample_every": 500, "train.ckpt_every": 1000}
 
@@ -78,13 +82,14 @@ def main() -> None:
     for name in models:
         run_dir = out / name
         if not a.skip_train:
+            model, extra = VARIANTS.get(name, (name, {}))
             train(
-                name,
-                DATA[name],
+                model,
+                DATA[model],
                 max_time=a.minutes,
                 out=run_dir,
                 progress=False,
-                overrides={**RECIPE, "data.image_size": a.size},
+                overrides={**RECIPE, "data.image_size": a.size, **extra},
             )
         meta = json.loads((run_dir / "run.json").read_text())
         rep = evaluate_translation(run_dir, dataset=PAIRS, out=run_dir / "translation-pairs.json")

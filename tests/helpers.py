@@ -159,3 +159,19 @@ class ForkedCLI:
         self.wait(timeout)
         with open(self._out, errors="replace") as fo, open(self._err, errors="replace") as fe:
             return fo.read(), fe.read()
+
+
+def lively(gan, factor: float = 2.0):
+    """A GAN whose untrained generator makes varied images: PyTorch's default initialisation with the
+    weights scaled by ``factor`` (the DCGAN init's N(0, 0.02) makes nearly the same grey image for every
+    code, which no inversion test could tell from a constant). Returns the GAN, in eval mode."""
+    import torch
+
+    with torch.no_grad():
+        for m in gan.generator.modules():
+            if m is not gan.generator and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+            w = getattr(m, "weight", None)
+            if w is not None and w.dim() > 1:
+                w.mul_(factor)
+    return gan.eval()

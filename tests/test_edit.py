@@ -1,5 +1,5 @@
 """Editing (issue 13, point 2): SDEdit and class-guided editing for diffusion models, latent arithmetic
-for VAEs and autoencoders; the command line and its errors."""
+for VAEs, autoencoders and GANs (by inverting the generator); the command line and its errors."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from genmodels.models import make_config, model_spec
 from genmodels.models.samplers import sample_loop
 from genmodels.viz.editing import class_codes, latent_edit_images, sdedit_images
 from genmodels.viz.inpainting import inpaint_images, named_mask
-from helpers import TINY
+from helpers import TINY, lively
 
 
 class LineDenoiser(nn.Module):
@@ -99,8 +99,43 @@ def test_editing_needs_the_method_and_the_right_classes():
     gan = model_spec("dcgan").build(make_config("dcgan", {**TINY["dcgan"]}))
     with pytest.raises(ConfigError, match="cannot SDEdit"):
         sdedit_images(gan, torch.rand(2, 1, 28, 28), 0.5, samples=1, generator=None)
-    with pytest.raises(ConfigError, match="has no encoder"):
-        latent_edit_images(gan, torch.rand(2, 1, 28, 28), torch.tensor([0, 0]), torch.tensor([1, 1]), None)
+    pcnn = model_spec("masked-pixelcnn").build(make_config("masked-pixelcnn", {**TINY["masked-pixelcnn"]}))
+    with pytest.raises(ConfigError, match="has no encoder and no generator to invert"):
+        latent_edit_images(pcnn, torch.rand(2, 1, 28, 28), torch.tensor([0, 0]), torch.tensor([1, 1]), None)
+
+
+def test_a_gans_latent_arithmetic_inverts_the_image_and_adds_the_class_direction():
+    """A GAN's edit is its generator at the image's inverted code plus the class direction made from the
+    inverted codes of the training images (only the classes asked for), and conditional GANs decode the
+    code inverted under the source class with the target class."""
+    from genmodels.models.inpainting import invert_generator
+
+    torch.manual_seed(0)
+    gan = lively(model_spec("dcgan").build(make_config("dcgan", {**TINY["dcgan"]})))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        pool = (gan.decode(torch.randn(20, 8, generator=g)) * 255).round().to(torch.uint8).numpy()
+    labels = np.repeat(np.arange(2), 10)
+    codes = class_codes(gan, pool, labels, 3, classes=[0, 1], generator=torch.Generator().manual_seed(1))
+    assert torch.isnan(codes[2]).all() and not torch.isnan(codes[:2]).any()
+    want0 = invert_generator(gan, torch.from_numpy(pool[:10]).float() / 255, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(codes[0], want0.mean(0), atol=1e-5)
+    x = torch.from_numpy(pool[:2]).float() / 255
+    src, tgt = torch.tensor([0, 0]), torch.tensor([1, 1])
+    got = latent_edit_images(gan, x, src, tgt, codes, generator=torch.Generator().manual_seed(2)).edits[:, 0]
+    z = invert_generator(gan, x, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = gan.decode(z + codes[1] - codes[0])
+    assert torch.allclose(got, want, atol=1e-5)
+    assert (got - x).abs().mean() > 0.01  # it moved
+    with pytest.raises(ConfigError, match="has no class code yet"):
+        latent_edit_images(gan, x, src, torch.tensor([2, 2]), codes)
+
+    cgan = lively(model_spec("cgan").build(make_config("cgan", {**TINY["cgan"], "num_classes": 10})))
+    got = latent_edit_images(cgan, x, src, tgt, None, generator=torch.Generator().manual_seed(2)).edits[:, 0]
+    z = invert_generator(cgan, x, labels=src, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.allclose(got, cgan.decode(z, tgt), atol=1e-5)
 
 
 def test_a_conditional_vae_edits_by_decoding_its_code_with_the_target_class():
@@ -172,7 +207,7 @@ def test_a_trained_vae_inpaints_better_than_the_mean_image(vae_run):
 def tiny_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("edit-cli")
     out = {}
-    for name in ("ddpm", "cddpm", "dcgan"):
+    for name in ("ddpm", "cddpm", "dcgan", "masked-pixelcnn"):
         overrides = {f"model.{k}": v for k, v in TINY[name].items()}
         overrides.update({"train.sample_every": 0, "data.limit": 200})
         out[name] = root / name
@@ -195,15 +230,21 @@ def test_cli_edit_by_sdedit_class_guidance_and_latent_arithmetic(tiny_runs, vae_
     assert main(["edit", str(vae_run), "--input", "test", "--to-class", "1", "-o", str(npz)]) == 0
     assert "latent arithmetic to class 1" in capsys.readouterr().out
     assert np.load(npz)["images"].shape == (8, 1, 28, 28)
+    gan = ["edit", str(tiny_runs["dcgan"]), "--input", "test", "-n", "2", "--to-class", "3", "--from-class", "5"]
+    assert main([*gan, "-o", str(npz)]) == 0
+    assert "latent arithmetic to class 3" in capsys.readouterr().out
+    assert np.load(npz)["images"].shape == (2, 1, 28, 28)
 
 
 @pytest.mark.parametrize(
     ("run", "extra", "message"),
     [
-        ("dcgan", ["--strength", "0.5"], "dcgan cannot edit images; editing works with diffusion models"),
+        ("masked-pixelcnn", ["--to-class", "1"], "cannot edit images; editing works with diffusion models"),
+        ("dcgan", ["--to-class", "1", "--strength", "0.5"], "--strength, --sampler, --sampling-steps and --guidance"),
+        ("dcgan", ["--to-class", "10"], "the target class must be in 0..9, got 10"),
         ("ddpm", ["--strength", "1.5"], "--strength must be in (0, 1], got 1.5"),
         ("ddpm", ["--to-class", "3"], "is not class-conditional: editing towards a class needs"),
-        ("ddpm", ["--from-class", "3"], "--from-class is for vae / autoencoder runs"),
+        ("ddpm", ["--from-class", "3"], "--from-class is for vae / autoencoder / gan runs"),
         ("cddpm", ["--to-class", "12"], "class labels must be in 0..9; got 12"),
         ("vae", [], "edits by latent arithmetic between classes; pass --to-class K"),
         ("vae", ["--to-class", "1", "--strength", "0.3"], "--strength, --sampler, --sampling-steps and --guidance"),

@@ -809,7 +809,9 @@ def cmd_edit(a: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if is_diffusion(model):
         if a.from_class is not None:
-            raise ConfigError("--from-class is for vae / autoencoder runs; a diffusion edit needs only --to-class")
+            raise ConfigError(
+                "--from-class is for vae / autoencoder / gan runs; a diffusion edit needs only --to-class"
+            )
         strength = 0.5 if a.strength is None else a.strength
         target = None
         if a.to_class is not None:
@@ -844,8 +846,10 @@ def cmd_edit(a: argparse.Namespace) -> int:
             train = run.load_data("train")
             if train.labels is None:
                 raise ConfigError(f"{run.model_name}'s training data have no labels; latent arithmetic needs classes")
-            codes = class_codes(model, train.images, train.labels, int(train.labels.max()) + 1)
-        result = latent_edit_images(model, x, source, target, codes, a.scale)
+            classes = {*source.tolist(), a.to_class}
+            k = int(train.labels.max()) + 1
+            codes = class_codes(model, train.images, train.labels, k, classes=classes, generator=g)
+        result = latent_edit_images(model, x, source, target, codes, a.scale, generator=g)
         how = f"latent arithmetic to class {a.to_class} (scale {a.scale:g})"
     secs = time.perf_counter() - t0
     try:

@@ -155,6 +155,23 @@ class Encodable(Protocol):
 
 
 @runtime_checkable
+class Invertible(Protocol):
+    """A latent model without an encoder whose codes are found by fitting (a GAN's generator inversion):
+    ``invert(x, y=None, *, generator=None, **options) -> (B, latent_dim)``."""
+
+    latent_dim: int
+
+    def invert(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        **options: Any,
+    ) -> torch.Tensor: ...
+
+
+@runtime_checkable
 class HasPrior(Protocol):
     """A latent model with a prior to draw codes from: ``sample_prior(n, generator) -> (n, latent_dim)``."""
 

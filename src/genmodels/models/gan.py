@@ -41,6 +41,7 @@ from torch import nn
 
 from genmodels.errors import ConfigError, unknown
 from genmodels.models.base import Batch, LossOutput, SampleOption, from_model_range, to_model_range
+from genmodels.models.inpainting import GeneratorInversion
 from genmodels.nets.linear import Linear
 
 ARCHS = ("mlp", "dcgan")
@@ -312,8 +313,10 @@ def truncated_normal(
     return z.clamp(-truncation, truncation).float()
 
 
-class GAN(nn.Module):
-    """A GAN around separate generator and discriminator networks.
+class GAN(GeneratorInversion, nn.Module):
+    """A GAN around separate generator and discriminator networks. It has no encoder: ``invert`` finds an
+    image's code by fitting it (generator inversion), which ``genmodels edit``'s latent arithmetic and
+    ``inpaint`` use (``models.inpainting``).
 
     Args:
         config: the GANConfig.

@@ -51,7 +51,7 @@ class Loaded:
     run: Any
     lock: threading.Lock = field(default_factory=threading.Lock)
     latent_map: dict[str, Any] | None = None
-    class_codes: torch.Tensor | None = None  # latent arithmetic's class means, made on first use
+    class_codes: torch.Tensor | None = None  # latent arithmetic's class means (NaN: not made yet)
 
 
 def png_bytes(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> bytes:
@@ -489,12 +489,20 @@ class Playground:
         with loaded.lock:
             codes = None
             if not is_conditional(model):
-                if loaded.class_codes is None:
+                made = loaded.class_codes
+                if made is not None and not 0 <= to_class < len(made):
+                    raise ConfigError(f"the target class must be in 0..{len(made) - 1}, got {to_class}")
+                if made is None or bool(torch.isnan(made[[own, to_class]]).any()):
                     train = run.load_data("train")
                     if train.labels is None:
                         raise ConfigError("the training images have no labels; latent arithmetic needs classes")
-                    loaded.class_codes = class_codes(model, train.images, train.labels, int(train.labels.max()) + 1)
+                    k = int(train.labels.max()) + 1
+                    if not 0 <= to_class < k:
+                        raise ConfigError(f"the target class must be in 0..{k - 1}, got {to_class}")
+                    loaded.class_codes = class_codes(
+                        model, train.images, train.labels, k, classes={own, to_class}, generator=g, codes=made
+                    )
                 codes = loaded.class_codes
             src, tgt = torch.tensor([own]), torch.tensor([to_class])
-            result = latent_edit_images(model, x, src, tgt, codes)
+            result = latent_edit_images(model, x, src, tgt, codes, generator=g)
         return png_bytes(edit_sheet(result), nrow=2)

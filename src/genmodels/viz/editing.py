@@ -4,8 +4,9 @@
   reverse process back; a small strength stays faithful to the input, a large one is free to make it
   realistic. A class-conditional model edits towards a target class (class-guided editing: the reverse
   process is guided by the target label).
-* Models with an encoder (VAE, autoencoder): latent arithmetic. The direction from class A to class B is
-  the mean code of B's training images minus the mean code of A's; an image's edit decodes its code plus
+* Models with an encoder (VAE, autoencoder) or a generator to invert (GAN): latent arithmetic. The
+  direction from class A to class B is the mean code of B's training images minus the mean code of A's;
+  an image's edit decodes its code plus
   ``scale`` times that direction (White 2016, "Sampling generative networks", attribute vectors). A
   class-conditional VAE instead decodes the image's code (encoded with its own class) with the target
   class: the code keeps the style, the label sets the class (Kingma et al. 2014's analogies).
@@ -19,14 +20,15 @@ import numpy as np
 import torch
 
 from genmodels.errors import ConfigError
-from genmodels.models.base import Decodable, Editable, Encodable, check_labels, is_conditional
+from genmodels.models.base import Decodable, Editable, Encodable, Invertible, check_labels, is_conditional
 from genmodels.viz.completion import check_images
 
 METHODS = (
-    "diffusion models (SDEdit, towards a class with a conditional one) and vae / autoencoder runs (latent "
-    "arithmetic between classes, with --to-class)"
+    "diffusion models (SDEdit, towards a class with a conditional one) and vae / autoencoder / gan runs "
+    "(latent arithmetic between classes, with --to-class)"
 )
 DIRECTION_IMAGES = 500  # training images per class whose mean code makes a class direction
+DIRECTION_INVERSIONS = 100  # the same for a model whose codes are fits (a GAN's inversion)
 
 
 class Edits(NamedTuple):
@@ -41,9 +43,25 @@ def is_diffusion(model: Any) -> bool:
     return isinstance(model, Editable)
 
 
+def has_codes(model: Any) -> bool:
+    """Whether images map to ``model``'s codes: through an encoder, or by inverting its generator."""
+    return isinstance(model, Decodable) and isinstance(model, (Encodable, Invertible))
+
+
 def can_edit(model: Any) -> bool:
-    """Whether ``model`` has an editing method (SDEdit, or latent arithmetic through an encoder)."""
-    return is_diffusion(model) or (isinstance(model, Encodable) and isinstance(model, Decodable))
+    """Whether ``model`` has an editing method (SDEdit, or latent arithmetic through an encoder or inversion)."""
+    return is_diffusion(model) or has_codes(model)
+
+
+def codes_of(
+    model: Any, x: torch.Tensor, y: torch.Tensor | None = None, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """The codes (B, latent_dim) of images x (B, C, H, W) in [0, 1] on the model's device: the encoder's,
+    or the generator's inversion (a fit: ``generator`` draws its starting codes)."""
+    if isinstance(model, Encodable):
+        with torch.no_grad():
+            return model.encode(x, y)
+    return model.invert(x, y, generator=generator)
 
 
 @torch.no_grad()
@@ -86,21 +104,41 @@ def sdedit_images(
     return Edits(x.float().cpu(), out.view(len(x), samples, *x.shape[1:]))
 
 
-@torch.no_grad()
-def class_codes(model: Any, images: np.ndarray, labels: np.ndarray, k: int, batch: int = 500) -> torch.Tensor:
-    """The mean code of each class's first ``DIRECTION_IMAGES`` training images, (K, latent_dim)."""
+def class_codes(
+    model: Any,
+    images: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    batch: int = 500,
+    *,
+    classes: Any = None,
+    generator: torch.Generator | None = None,
+    codes: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The mean code of each class's first ``DIRECTION_IMAGES`` training images (``DIRECTION_INVERSIONS``
+    for an inverted generator), (K, latent_dim).
+
+    ``classes``: only these classes (the rest of the rows NaN); ``codes``: rows already made, kept (a
+    NaN row is made). ``generator``: the inversion's starting codes."""
     device = next(model.parameters()).device
-    means = []
-    for c in range(k):
-        idx = np.flatnonzero(labels == c)[:DIRECTION_IMAGES]
+    per = DIRECTION_IMAGES if isinstance(model, Encodable) else DIRECTION_INVERSIONS
+    # out-of-range classes are left to latent_edit_images to name
+    wanted = range(k) if classes is None else sorted({int(c) for c in classes if 0 <= int(c) < k})
+    means = codes.clone() if codes is not None else torch.full((k, model.latent_dim), float("nan"))
+    for c in wanted:
+        if not bool(torch.isnan(means[c]).any()):
+            continue
+        idx = np.flatnonzero(labels == c)[:per]
         if len(idx) == 0:
             raise ConfigError(f"the training split has no image of class {c}; latent arithmetic needs every class")
         zs = [
-            model.encode(torch.from_numpy(images[idx[i : i + batch]]).float().div(255.0).to(device)).float().cpu()
+            codes_of(model, torch.from_numpy(images[idx[i : i + batch]]).float().div(255.0).to(device), None, generator)
+            .float()
+            .cpu()
             for i in range(0, len(idx), batch)
         ]
-        means.append(torch.cat(zs).mean(0))
-    return torch.stack(means)
+        means[c] = torch.cat(zs).mean(0)
+    return means
 
 
 @torch.no_grad()
@@ -111,16 +149,18 @@ def latent_edit_images(
     target: torch.Tensor,
     codes: torch.Tensor | None,
     scale: float = 1.0,
+    generator: torch.Generator | None = None,
 ) -> Edits:
     """Decode each image's code plus ``scale`` (codes[target] - codes[source]); one edit per image.
     A conditional model decodes the code of (x, source) with the target class instead (``codes`` unused).
 
     Args:
         x: (N, C, H, W) in [0, 1]; source, target: (N,) classes; codes: ``class_codes``' (K, D).
+        generator: a GAN's inversion's starting codes.
     """
     name = type(model).__name__
-    if not (isinstance(model, Encodable) and isinstance(model, Decodable)):
-        raise ConfigError(f"{name} has no encoder; editing works with {METHODS}")
+    if not has_codes(model):
+        raise ConfigError(f"{name} has no encoder and no generator to invert; editing works with {METHODS}")
     check_images(model, x, "edit")
     k = int(model.config.num_classes) if is_conditional(model) else len(codes) if codes is not None else 0
     for what, ys in (("source", source), ("target", target)):
@@ -130,11 +170,17 @@ def latent_edit_images(
     device = next(model.parameters()).device
     xd, src, tgt = x.float().to(device), source.to(device), target.to(device)
     if is_conditional(model):
-        out = model.decode(model.encode(xd, src), tgt).float().cpu()
+        z = codes_of(model, xd, src, generator)
+        with torch.no_grad():
+            out = model.decode(z, tgt).float().cpu()
     else:
         assert codes is not None
-        z = model.encode(xd).float().cpu() + scale * (codes[target] - codes[source])
-        out = model.decode(z.to(device)).float().cpu()
+        shift = codes[target] - codes[source]
+        if bool(torch.isnan(shift).any()):
+            raise ConfigError("the source or target class has no class code yet; pass it in class_codes(classes=...)")
+        z = codes_of(model, xd, None, generator).float().cpu() + scale * shift
+        with torch.no_grad():
+            out = model.decode(z.to(device)).float().cpu()
     return Edits(x.float().cpu(), out[:, None])
 
 

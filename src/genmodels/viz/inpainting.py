@@ -22,8 +22,8 @@ from genmodels.viz.completion import GREY, check_images, image_labels
 MASK_BYTES = 16 << 20  # a mask file larger than this is refused (a 4096x4096 PNG is far smaller)
 MASKS = ("center", "left", "right", "top", "bottom", "random")
 METHODS = (
-    "diffusion models (RePaint), vae and autoencoder runs (a latent fit), and pixelcnn / pixelsnail runs "
-    "(masks hiding the bottom rows)"
+    "diffusion models (RePaint), vae, autoencoder and gan runs (a latent fit), and pixelcnn / pixelsnail "
+    "runs (masks hiding the bottom rows)"
 )
 
 
