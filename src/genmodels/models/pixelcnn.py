@@ -222,22 +222,45 @@ class MaskedPixelCNN(nn.Module):
         b, colors, height, width = x.shape
         k1, k = self.first.kernel_size[0], self.blocks[0].conv.kernel_size[0] if len(self.blocks) else 1
         p1, p = k1 // 2, k // 2
+        # Caches are channels-last, (B, H + 2p, W + 2p, C): one kernel row of a window is then k * C
+        # contiguous numbers per image, a strided matrix the matrix product reads in place (no gather),
+        # and only the rows up to the centre are multiplied (a causal kernel's lower rows are all zero).
+        # When nothing is given (start 0) every position is written before it is read, and the caches are
+        # their zero padding; otherwise one full pass over x fills them.
         xin = F.pad(x * 2.0 - 1.0, (p1, p1, p1, p1))  # the first layer's input, zero-padded as its conv pads
         hidden = []  # per block: relu(down(relu(h)) + cond), padded as its kxk conv pads
-        h = self.first(xin[:, :, p1 : p1 + height, p1 : p1 + width])
-        for block in self.blocks:
-            t = block.down(F.relu(h))
-            if block.cond is not None:
-                t = t + block.cond(y)[:, :, None, None]
-            s = F.pad(F.relu(t), (p, p, p, p))
-            hidden.append(s)
-            h = h + block.up(F.relu(block.conv(s[:, :, p : p + height, p : p + width])))
-        w_first = self.first.masked_weight().flatten(1).t()
+        if start == 0:
+            inner = self.blocks[0].conv.in_channels if len(self.blocks) else 0
+            hidden = [x.new_zeros(b, height + 2 * p, width + 2 * p, inner) for _ in self.blocks]
+        else:
+            h = self.first(xin[:, :, p1 : p1 + height, p1 : p1 + width])
+            for block in self.blocks:
+                t = block.down(F.relu(h))
+                if block.cond is not None:
+                    t = t + block.cond(y)[:, :, None, None]
+                s = F.pad(F.relu(t), (p, p, p, p))
+                h = h + block.up(F.relu(block.conv(s[:, :, p : p + height, p : p + width])))
+                hidden.append(s.permute(0, 2, 3, 1).contiguous())
+        xin = xin.permute(0, 2, 3, 1).contiguous()
+
+        def row_matrices(weight: torch.Tensor) -> list[torch.Tensor]:
+            """(out, in, kh, kw) -> per kernel row up to the centre, (kw * in, out) in the caches' order."""
+            kh, kw = weight.shape[2:]
+            return [weight[:, :, i].permute(2, 1, 0).reshape(kw * weight.shape[1], -1) for i in range(kh // 2 + 1)]
+
+        def conv_at(cache: torch.Tensor, rows: list[torch.Tensor], bias: torch.Tensor, r: int, col: int) -> torch.Tensor:
+            kw = cache.shape[2] - width + 1
+            out = torch.addmm(bias, cache[:, r, col : col + kw].reshape(b, -1), rows[0])
+            for i in range(1, len(rows)):
+                out.addmm_(cache[:, r + i, col : col + kw].reshape(b, -1), rows[i])
+            return out
+
+        first = row_matrices(self.first.masked_weight())
         layers = [
             (
                 blk.down.masked_weight()[:, :, 0, 0].t(),
                 blk.down.bias,
-                blk.conv.masked_weight().flatten(1).t(),
+                row_matrices(blk.conv.masked_weight()),
                 blk.conv.bias,
                 blk.up.masked_weight()[:, :, 0, 0].t(),
                 blk.up.bias,
@@ -248,18 +271,16 @@ class MaskedPixelCNN(nn.Module):
         for r in range(start, height):
             for col in range(width):
                 for ch in range(colors):
-                    window = xin[:, :, r : r + k1, col : col + k1].reshape(b, -1)
-                    h = torch.addmm(self.first.bias, window, w_first)
+                    h = conv_at(xin, first, self.first.bias, r, col)
                     for s, (wd, bd, wc, bc, wu, bu, cond) in zip(hidden, layers, strict=True):
                         t = torch.addmm(bd, F.relu(h), wd)
                         if cond is not None:
                             t = t + cond
-                        s[:, :, r + p, col + p] = F.relu(t)
-                        c = torch.addmm(bc, s[:, :, r : r + k, col : col + k].reshape(b, -1), wc)
-                        h = h + torch.addmm(bu, F.relu(c), wu)
+                        s[:, r + p, col + p] = F.relu(t)
+                        h = h + torch.addmm(bu, F.relu(conv_at(s, wc, bc, r, col)), wu)
                     value = draw(ch, self.head.pixel(h))
                     x[:, ch, r, col] = value
-                    xin[:, ch, r + p1, col + p1] = value * 2.0 - 1.0
+                    xin[:, r + p1, col + p1, ch] = value * 2.0 - 1.0
 
 
 # ----------------------------------------------------------------------------- Gated PixelCNN
