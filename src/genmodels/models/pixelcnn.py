@@ -248,7 +248,9 @@ class MaskedPixelCNN(nn.Module):
             kh, kw = weight.shape[2:]
             return [weight[:, :, i].permute(2, 1, 0).reshape(kw * weight.shape[1], -1) for i in range(kh // 2 + 1)]
 
-        def conv_at(cache: torch.Tensor, rows: list[torch.Tensor], bias: torch.Tensor, r: int, col: int) -> torch.Tensor:
+        def conv_at(
+            cache: torch.Tensor, rows: list[torch.Tensor], bias: torch.Tensor, r: int, col: int
+        ) -> torch.Tensor:
             kw = cache.shape[2] - width + 1
             out = torch.addmm(bias, cache[:, r, col : col + kw].reshape(b, -1), rows[0])
             for i in range(1, len(rows)):
