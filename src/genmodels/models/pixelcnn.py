@@ -49,7 +49,7 @@ from torch import nn
 from genmodels.errors import ConfigError, unknown
 from genmodels.models.base import Batch, LossOutput, SampleOption
 from genmodels.models.likelihoods import bernoulli_log_prob, discretized_logistic_mixture_log_prob
-from genmodels.nets.masked import MaskedConv2d, channel_groups, down_shift
+from genmodels.nets.masked import MaskedConv2d, channel_groups, conv_at, down_shift, kernel_rows
 
 ARCHS = ("gated", "masked", "snail")
 OUTPUTS = ("logistic", "softmax", "bernoulli")
@@ -243,26 +243,12 @@ class MaskedPixelCNN(nn.Module):
                 hidden.append(s.permute(0, 2, 3, 1).contiguous())
         xin = xin.permute(0, 2, 3, 1).contiguous()
 
-        def row_matrices(weight: torch.Tensor) -> list[torch.Tensor]:
-            """(out, in, kh, kw) -> per kernel row up to the centre, (kw * in, out) in the caches' order."""
-            kh, kw = weight.shape[2:]
-            return [weight[:, :, i].permute(2, 1, 0).reshape(kw * weight.shape[1], -1) for i in range(kh // 2 + 1)]
-
-        def conv_at(
-            cache: torch.Tensor, rows: list[torch.Tensor], bias: torch.Tensor, r: int, col: int
-        ) -> torch.Tensor:
-            kw = cache.shape[2] - width + 1
-            out = torch.addmm(bias, cache[:, r, col : col + kw].reshape(b, -1), rows[0])
-            for i in range(1, len(rows)):
-                out.addmm_(cache[:, r + i, col : col + kw].reshape(b, -1), rows[i])
-            return out
-
-        first = row_matrices(self.first.masked_weight())
+        first = kernel_rows(self.first.masked_weight())
         layers = [
             (
                 blk.down.masked_weight()[:, :, 0, 0].t(),
                 blk.down.bias,
-                row_matrices(blk.conv.masked_weight()),
+                kernel_rows(blk.conv.masked_weight()),
                 blk.conv.bias,
                 blk.up.masked_weight()[:, :, 0, 0].t(),
                 blk.up.bias,
@@ -273,13 +259,13 @@ class MaskedPixelCNN(nn.Module):
         for r in range(start, height):
             for col in range(width):
                 for ch in range(colors):
-                    h = conv_at(xin, first, self.first.bias, r, col)
+                    h = conv_at(xin, first, self.first.bias, r, col, k1)
                     for s, (wd, bd, wc, bc, wu, bu, cond) in zip(hidden, layers, strict=True):
                         t = torch.addmm(bd, F.relu(h), wd)
                         if cond is not None:
                             t = t + cond
                         s[:, r + p, col + p] = F.relu(t)
-                        h = h + torch.addmm(bu, F.relu(conv_at(s, wc, bc, r, col)), wu)
+                        h = h + torch.addmm(bu, F.relu(conv_at(s, wc, bc, r, col, k)), wu)
                     value = draw(ch, self.head.pixel(h))
                     x[:, ch, r, col] = value
                     xin[:, r + p1, col + p1, ch] = value * 2.0 - 1.0

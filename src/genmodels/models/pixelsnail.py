@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genmodels.models.pixelcnn import DrawFn, PixelCNNConfig
-from genmodels.nets.masked import MaskedConv2d
+from genmodels.nets.masked import MaskedConv2d, conv_at, kernel_rows
 
 
 def raster_shift(x: torch.Tensor) -> torch.Tensor:
@@ -206,18 +206,23 @@ class PixelSNAILNet(nn.Module):
         through the same steps without drawing.
         """
         b, colors, height, width = x.shape
-        first_w = self.first.masked_weight()
-        p0 = self.first.kernel_size[0] // 2
-        xs = F.pad(x * 2.0 - 1.0, (p0, p0, p0, p0))
+        # Input caches are channels-last (B, H + 2p, W + 2p, C) and each kxk convolution at one pixel is a
+        # matrix product per kernel row read in place (``conv_at``), as in the masked PixelCNN's sampler.
+        k0 = self.first.kernel_size[0]
+        first_w = kernel_rows(self.first.masked_weight())
+        p0 = k0 // 2
+        xs = F.pad(x * 2.0 - 1.0, (p0, p0, p0, p0)).permute(0, 2, 3, 1).contiguous()
         prev_w = self.previous.weight[:, :, 0, 0]
         new = x.new_zeros
         caches = []
         for block in self.blocks:
             res = []
             for rb in block.res:
-                p = rb.conv1.kernel_size[0] // 2
-                shape = (b, rb.conv1.in_channels, height + 2 * p, width + 2 * p)
-                res.append((p, new(shape), new(shape), rb.conv1.masked_weight(), rb.conv2.masked_weight()))
+                k = rb.conv1.kernel_size[0]
+                p = k // 2
+                shape = (b, height + 2 * p, width + 2 * p, rb.conv1.in_channels)
+                w1, w2 = kernel_rows(rb.conv1.masked_weight()), kernel_rows(rb.conv2.masked_weight())
+                res.append((p, k, new(shape), new(shape), w1, w2))
             att = block.attention
             dim = att.query.out_features // att.heads
             kv = (new(b, att.heads, height * width, dim), new(b, att.heads, height * width, dim))
@@ -227,17 +232,15 @@ class PixelSNAILNet(nn.Module):
         for r in range(height):
             for c in range(width):
                 i = r * width + c
-                window = xs[:, :, r : r + 2 * p0 + 1, c : c + 2 * p0 + 1]
-                h = F.conv2d(window, first_w, self.first.bias)
-                h = h + F.linear(last, prev_w, self.previous.bias)[:, :, None, None]
+                h = conv_at(xs, first_w, self.first.bias, r, c, k0) + F.linear(last, prev_w, self.previous.bias)
+                h = h[:, :, None, None]
                 bg = self.background[:, :, r : r + 1, c : c + 1].expand(b, -1, -1, -1).to(h.dtype)
                 for block, (res, (keys, values)), cond in zip(self.blocks, caches, conds, strict=True):
                     block_in = h
-                    for rb, (p, elu_in, hidden, w1, w2), cb in zip(block.res, res, cond, strict=True):
-                        elu_in[:, :, r + p, c + p] = F.elu(h)[:, :, 0, 0]
-                        t = F.conv2d(elu_in[:, :, r : r + 2 * p + 1, c : c + 2 * p + 1], w1, rb.conv1.bias)
-                        hidden[:, :, r + p, c + p] = F.elu(t)[:, :, 0, 0]
-                        t = F.conv2d(hidden[:, :, r : r + 2 * p + 1, c : c + 2 * p + 1], w2, rb.conv2.bias) + cb
+                    for rb, (p, k, elu_in, hidden, w1, w2), cb in zip(block.res, res, cond, strict=True):
+                        elu_in[:, r + p, c + p] = F.elu(h[:, :, 0, 0])
+                        hidden[:, r + p, c + p] = F.elu(conv_at(elu_in, w1, rb.conv1.bias, r, c, k))
+                        t = conv_at(hidden, w2, rb.conv2.bias, r, c, k)[:, :, None, None] + cb
                         h = h + F.glu(t, dim=1)
                     key = block.key_res(block.key(torch.cat([block_in, h, bg], 1)))
                     query = block.query_res(block.query(torch.cat([h, bg], 1)))
@@ -249,8 +252,8 @@ class PixelSNAILNet(nn.Module):
                     h = block.out(h, a.reshape(b, -1)[:, :, None, None], y)
                 for ch in range(colors):
                     if r >= start:
-                        out = self.head(h, xs[:, :, r + p0 : r + p0 + 1, c + p0 : c + p0 + 1])[:, :, 0, 0]
-                        value = draw(ch, out)
+                        here = xs[:, r + p0, c + p0][:, :, None, None]
+                        value = draw(ch, self.head(h, here)[:, :, 0, 0])
                         x[:, ch, r, c] = value
-                        xs[:, ch, r + p0, c + p0] = value * 2.0 - 1.0
-                last = xs[:, :, r + p0, c + p0]
+                        xs[:, r + p0, c + p0, ch] = value * 2.0 - 1.0
+                last = xs[:, r + p0, c + p0]

@@ -117,3 +117,27 @@ class MaskedConv2d(nn.Conv2d):
 def down_shift(x: torch.Tensor) -> torch.Tensor:
     """Shift a (B, C, H, W) map down one row, zeros entering at the top: row r then holds row r - 1."""
     return F.pad(x, (0, 0, 1, 0))[:, :, : x.shape[2]]
+
+
+def kernel_rows(weight: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+    """A kxk convolution's weight (out, in, kh, kw) as one matrix per kernel row that is not all zero
+    (a causal mask zeroes the rows below the centre): (row, (kw * in, out)), ordered as a channels-last
+    window row is laid out (column, then channel)."""
+    kh, kw = weight.shape[2:]
+    used = [i for i in range(kh) if bool(weight[:, :, i].any())] or [kh // 2]  # all zero: one row of zeros
+    return [(i, weight[:, :, i].permute(2, 1, 0).reshape(kw * weight.shape[1], -1)) for i in used]
+
+
+def conv_at(
+    cache: torch.Tensor, rows: list[tuple[int, torch.Tensor]], bias: torch.Tensor | None, r: int, col: int, kw: int
+) -> torch.Tensor:
+    """A convolution's output at one position, (B, out), from a channels-last padded input cache
+    (B, H + 2p, W + 2p, in) and ``kernel_rows``: the window's top-left corner is (r, col). Each kernel
+    row of the window is k * in contiguous numbers per image, which the matrix product reads in place."""
+    b = cache.shape[0]
+    (i, m), rest = rows[0], rows[1:]
+    window = cache[:, r + i, col : col + kw].reshape(b, -1)
+    out = torch.addmm(bias, window, m) if bias is not None else window @ m
+    for i, m in rest:
+        out.addmm_(cache[:, r + i, col : col + kw].reshape(b, -1), m)
+    return out
