@@ -9,13 +9,28 @@ also timed drawing ``--full`` whole images, which checks the scaling (its first 
 vertical stack's rows are included). Timings do not depend on the weights; pass --run to time a
 trained run's model instead of the default config with fresh weights.
 
+``--against REV`` times whole-image sampling (``--full`` images in batches of ``--batch``) of the
+working tree and of git revision REV side by side instead: each in its own process (the revision's
+``src`` exported with ``git archive``), alternating ``--repeats`` times, the same models and seeds; it
+reports the median seconds per 1,000 samples of each, the ratio, and whether both drew the same images.
+
 usage: python benchmarks/pixelcnn_sampling.py [--n 100] [--rows 1] [--full 1000] [--run RUN_DIR]
+       python benchmarks/pixelcnn_sampling.py --against REV [--full 1000] [--batch 500] [--repeats 3]
+                                              [--models pixelcnn gated-pixelcnn pixelsnail]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -45,6 +60,55 @@ def time_rows(model: torch.nn.Module, n: int, rows: int, sampler: str) -> float:
     return time.perf_counter() - t0
 
 
+# Run in a fresh process with one genmodels on its path: build a model as ``build`` does, draw whole images.
+TIMER = """
+import hashlib, json, sys, time, torch
+from genmodels.models import make_config, model_spec
+from genmodels.training.config import family_defaults
+name, n, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+values = {}
+if name == "pixelcnn":
+    fam = family_defaults("pixelcnn")
+    name, values = fam["model_name"], dict(fam.get("model", {}))
+torch.manual_seed(0)
+model = model_spec(name).build(make_config(name, {**values, "image_shape": [1, 28, 28]})).eval()
+model.sample(2, generator=torch.Generator().manual_seed(1))  # warm-up
+g = torch.Generator().manual_seed(0)
+t0 = time.perf_counter()
+out = [model.sample(min(batch, n - i), generator=g) for i in range(0, n, batch)]
+secs = time.perf_counter() - t0
+digest = hashlib.sha256(torch.cat(out).mul(255).round().to(torch.uint8).numpy().tobytes()).hexdigest()
+print(json.dumps({"s_per_1000": secs * 1000 / n, "sha256": digest}))
+"""
+
+
+def against(rev: str, models: list[str], n: int, batch: int, repeats: int) -> None:
+    """Whole-image sampling of the working tree against revision ``rev``, alternating processes."""
+    repo = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "old.tar"
+        subprocess.run(["git", "-C", str(repo), "archive", "-o", str(archive), rev, "src"], check=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(Path(tmp) / "old", filter="data")
+        trees = {"new": repo / "src", rev: Path(tmp) / "old" / "src"}
+        print(f"torch {torch.__version__}; {n} images in batches of {batch}; median of {repeats} alternating runs\n")
+        print(f"| model | {rev}: s / 1,000 | working tree: s / 1,000 | speed-up | same images |")
+        print("|---|---:|---:|---:|---|")
+        for name in models:
+            times: dict[str, list[float]] = {k: [] for k in trees}
+            digests: dict[str, str] = {}
+            for _ in range(repeats):
+                for key, src in trees.items():
+                    env = {**os.environ, "PYTHONPATH": str(src)}
+                    cmd = [sys.executable, "-c", TIMER, name, str(n), str(batch)]
+                    res = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout)
+                    times[key].append(res["s_per_1000"])
+                    digests[key] = res["sha256"]
+            old, new = statistics.median(times[rev]), statistics.median(times["new"])
+            same = "yes" if digests[rev] == digests["new"] else "no"
+            print(f"| {name} | {old:,.1f} | {new:,.1f} | {old / new:.1f}x | {same} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100, help="images per timed completion")
@@ -52,10 +116,15 @@ def main() -> None:
     ap.add_argument("--full", type=int, default=1000, help="whole images drawn by the fast sampler (0 = skip)")
     ap.add_argument("--batch", type=int, default=500, help="batch of the whole-image draw (as genmodels sample)")
     ap.add_argument("--run", help="time this run's model instead of fresh default weights")
+    ap.add_argument("--against", metavar="REV", help="time whole-image sampling against this git revision")
+    ap.add_argument("--repeats", type=int, default=3, help="--against: alternating runs of each side")
     ap.add_argument(
         "--models", nargs="*", default=["pixelcnn", "gated-pixelcnn"], help="pixelcnn = the family default config"
     )
     a = ap.parse_args()
+    if a.against:
+        against(a.against, a.models, a.full or 1000, a.batch, a.repeats)
+        return
     if a.run:
         from genmodels.training import load_run
 
