@@ -700,8 +700,8 @@ class PixelCNN(nn.Module):
         if rows is None:
             raise ConfigError(
                 "an autoregressive model can fill only pixels that come after all the known ones in raster "
-                "order: use --mask bottom (or a mask file hiding whole bottom rows), or a diffusion, vae or "
-                "autoencoder run for other masks"
+                "order: use --mask bottom (or a mask file hiding whole bottom rows), or a diffusion, vae, "
+                "autoencoder or gan run for other masks"
             )
         return self.complete(x, rows, generator=generator, labels=labels, temperature=temperature, sampler=sampler)
 
