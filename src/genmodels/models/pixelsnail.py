@@ -82,6 +82,37 @@ def _class_bias(block: GatedResBlock, y: torch.Tensor | None) -> torch.Tensor | 
     return block.cond(y)[:, :, None, None] if block.cond is not None else 0.0
 
 
+def _gate_bias(block: GatedResBlock, y: torch.Tensor | None) -> torch.Tensor | float:
+    """A gated block's per-class bias as (B, 2h), or 0 when unconditional: the samplers' per-pixel form."""
+    return block.cond(y) if block.cond is not None else 0.0
+
+
+class _Pointwise:
+    """A 1x1 convolution (masked or not) as a matrix product on one pixel's features: (B, in) -> (B, out)."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        weight = conv.masked_weight() if isinstance(conv, MaskedConv2d) else conv.weight
+        self.weight, self.bias = weight[:, :, 0, 0], conv.bias
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+class _GatedPointwise:
+    """A position-wise ``GatedResBlock`` (kernel 1) at one pixel, in inference: (B, C) [, aux] -> (B, C)."""
+
+    def __init__(self, block: GatedResBlock, y: torch.Tensor | None) -> None:
+        self.conv1, self.conv2 = _Pointwise(block.conv1), _Pointwise(block.conv2)
+        self.aux = _Pointwise(block.aux) if block.aux is not None else None
+        self.bias = _gate_bias(block, y)
+
+    def __call__(self, x: torch.Tensor, aux: torch.Tensor | None = None) -> torch.Tensor:
+        t = self.conv1(F.elu(x))
+        if self.aux is not None and aux is not None:
+            t = t + self.aux(F.elu(aux))
+        return x + F.glu(self.conv2(F.elu(t)) + self.bias, dim=1)
+
+
 class CausalAttention(nn.Module):
     """Multi-head dot-product attention over pixels in raster order, pixel i attending to pixels j <= i.
 
@@ -207,12 +238,13 @@ class PixelSNAILNet(nn.Module):
         """
         b, colors, height, width = x.shape
         # Input caches are channels-last (B, H + 2p, W + 2p, C) and each kxk convolution at one pixel is a
-        # matrix product per kernel row read in place (``conv_at``), as in the masked PixelCNN's sampler.
+        # matrix product per kernel row read in place (``conv_at``), as in the masked PixelCNN's sampler;
+        # every 1x1 map runs as a matrix product on (B, C) features (``_Pointwise``), not a convolution.
         k0 = self.first.kernel_size[0]
         first_w = kernel_rows(self.first.masked_weight())
         p0 = k0 // 2
         xs = F.pad(x * 2.0 - 1.0, (p0, p0, p0, p0)).permute(0, 2, 3, 1).contiguous()
-        prev_w = self.previous.weight[:, :, 0, 0]
+        previous = _Pointwise(self.previous)
         new = x.new_zeros
         caches = []
         for block in self.blocks:
@@ -222,38 +254,49 @@ class PixelSNAILNet(nn.Module):
                 p = k // 2
                 shape = (b, height + 2 * p, width + 2 * p, rb.conv1.in_channels)
                 w1, w2 = kernel_rows(rb.conv1.masked_weight()), kernel_rows(rb.conv2.masked_weight())
-                res.append((p, k, new(shape), new(shape), w1, w2))
+                res.append((p, k, new(shape), new(shape), w1, rb.conv1.bias, w2, rb.conv2.bias, _gate_bias(rb, y)))
             att = block.attention
             dim = att.query.out_features // att.heads
             kv = (new(b, att.heads, height * width, dim), new(b, att.heads, height * width, dim))
-            caches.append((res, kv))
-        conds = [[_class_bias(rb, y) for rb in blk.res] for blk in self.blocks]
+            maps = (
+                _Pointwise(block.key),
+                _GatedPointwise(block.key_res, None),
+                _Pointwise(block.query),
+                _GatedPointwise(block.query_res, None),
+                _GatedPointwise(block.out, y),
+            )
+            caches.append((res, kv, maps))
+        head = self.head
+        features, out = _Pointwise(head.features), _Pointwise(head.out)
+        own = _Pointwise(head.own) if head.own is not None else None
         last = new(b, colors)  # the previous pixel in raster order (zeros before the first)
         for r in range(height):
             for c in range(width):
                 i = r * width + c
-                h = conv_at(xs, first_w, self.first.bias, r, c, k0) + F.linear(last, prev_w, self.previous.bias)
-                h = h[:, :, None, None]
-                bg = self.background[:, :, r : r + 1, c : c + 1].expand(b, -1, -1, -1).to(h.dtype)
-                for block, (res, (keys, values)), cond in zip(self.blocks, caches, conds, strict=True):
+                h = conv_at(xs, first_w, self.first.bias, r, c, k0) + previous(last)
+                bg = self.background[0, :, r, c].to(h.dtype).expand(b, -1)
+                for block, (res, (keys, values), (key_in, key_res, query_in, query_res, gated_out)) in zip(
+                    self.blocks, caches, strict=True
+                ):
                     block_in = h
-                    for rb, (p, k, elu_in, hidden, w1, w2), cb in zip(block.res, res, cond, strict=True):
-                        elu_in[:, r + p, c + p] = F.elu(h[:, :, 0, 0])
-                        hidden[:, r + p, c + p] = F.elu(conv_at(elu_in, w1, rb.conv1.bias, r, c, k))
-                        t = conv_at(hidden, w2, rb.conv2.bias, r, c, k)[:, :, None, None] + cb
-                        h = h + F.glu(t, dim=1)
-                    key = block.key_res(block.key(torch.cat([block_in, h, bg], 1)))
-                    query = block.query_res(block.query(torch.cat([h, bg], 1)))
+                    for p, k, elu_in, hidden, w1, b1, w2, b2, cb in res:
+                        elu_in[:, r + p, c + p] = F.elu(h)
+                        hidden[:, r + p, c + p] = F.elu(conv_at(elu_in, w1, b1, r, c, k))
+                        h = h + F.glu(conv_at(hidden, w2, b2, r, c, k) + cb, dim=1)
+                    key = key_res(key_in(torch.cat([block_in, h, bg], 1)))
+                    query = query_res(query_in(torch.cat([h, bg], 1)))
                     att = block.attention
-                    keys[:, :, i] = att.key(key[:, :, 0, 0]).view(b, att.heads, -1)
-                    values[:, :, i] = att.value(key[:, :, 0, 0]).view(b, att.heads, -1)
-                    q = att.query(query[:, :, 0, 0]).view(b, att.heads, 1, -1)
+                    keys[:, :, i] = att.key(key).view(b, att.heads, -1)
+                    values[:, :, i] = att.value(key).view(b, att.heads, -1)
+                    q = att.query(query).view(b, att.heads, 1, -1)
                     a = F.scaled_dot_product_attention(q, keys[:, :, : i + 1], values[:, :, : i + 1])
-                    h = block.out(h, a.reshape(b, -1)[:, :, None, None], y)
+                    h = gated_out(h, a.reshape(b, -1))
                 for ch in range(colors):
                     if r >= start:
-                        here = xs[:, r + p0, c + p0][:, :, None, None]
-                        value = draw(ch, self.head(h, here)[:, :, 0, 0])
+                        t = features(F.elu(h))
+                        if own is not None:
+                            t = t + own(xs[:, r + p0, c + p0])
+                        value = draw(ch, out(F.elu(t)))
                         x[:, ch, r, c] = value
                         xs[:, r + p0, c + p0, ch] = value * 2.0 - 1.0
                 last = xs[:, r + p0, c + p0]
