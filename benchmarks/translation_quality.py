@@ -8,6 +8,7 @@ Each translator trains for ``--minutes`` wall-clock minutes (``genmodels train N
   Twitter emoji belongs to which Google one);
 * ``cyclegan-resnet``: the same with the paper's ResNet generator (``model.generator=resnet``) in place of
   the U-Net;
+* ``cyclegan-noid``: the U-Net CycleGAN without the identity loss (``model.identity_weight=0``);
 * ``l1-unet``, the regression baseline: pix2pix's U-Net on the L1 loss alone, on the pairs;
 
 all three with the translation family's training settings (batch 16, Adam 2e-4 / 0.5 for the GANs, bf16
@@ -21,7 +22,7 @@ emoji net), and the mean absolute pixel error to each one's own twin (L1, grey l
 
 usage:
   python benchmarks/translation_quality.py [--minutes 10] [--size 64] [--out runs/bench-translate]
-                                           [--models pix2pix,cyclegan,cyclegan-resnet,l1-unet] [--skip-train]
+                                           [--models pix2pix,cyclegan,cyclegan-noid,l1-unet] [--skip-train]
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ import torch
 PAIRS = "pair:emoji,twemoji"
 DATA = {"pix2pix": PAIRS, "cyclegan": "unpaired:emoji,twemoji", "l1-unet": PAIRS}
 # Variants measured under their own names: (registered model, overrides).
-VARIANTS = {"cyclegan-resnet": ("cyclegan", {"model.generator": "resnet"})}
+VARIANTS = {
+    "cyclegan-resnet": ("cyclegan", {"model.generator": "resnet"}),
+    "cyclegan-noid": ("cyclegan", {"model.identity_weight": 0.0}),  # no identity loss: free to leave the input
+}
 # The translation family's recommended training settings (configs/translation.yaml), for all three alike.
 RECIPE = {"train.batch_size": 16, "train.precision": "auto", "train.sample_every": 500, "train.ckpt_every": 1000}
 
