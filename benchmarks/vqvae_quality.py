@@ -33,7 +33,7 @@ import torch
 from genmodels.api import load_run, train
 from genmodels.eval.likelihood import likelihood_report
 from genmodels.eval.report import evaluate_run
-from genmodels.runs import load_data
+from genmodels.runs import code_dataset, load_data, read_meta
 
 DATASET = "fashion-mnist"
 
@@ -51,9 +51,10 @@ def code_stats(vq_dir: Path) -> dict:
     size = run.config["model"]["codebook_size"]
     out: dict = {"codebook_size": size}
     for split in ("train", "test"):
-        x = torch.from_numpy(run.load_data(split).images).float().div_(255.0)
-        codes = torch.cat([run.model.encode_codes(x[i : i + 1000]) for i in range(0, len(x), 1000)])
+        # The very code grids a prior trains on (``codes:RUN_DIR``), (N, 1, h, w) uint8.
+        codes = torch.from_numpy(code_dataset(str(vq_dir), split).images)[:, 0].long()
         if split == "test":  # decode the codes: the reconstruction's mean squared error, pixels in [0, 1]
+            x = torch.from_numpy(run.load_data(split).images).float().div_(255.0)
             recon = torch.cat([run.model.decode_codes(codes[i : i + 1000]) for i in range(0, len(x), 1000)])
             out["reconstruction_mse"] = float((recon - x).pow(2).mean())
         counts = torch.bincount(codes.flatten(), minlength=size).double()
@@ -118,7 +119,7 @@ def main() -> None:
     if not (vq_dir / "run.json").exists():
         lim = limits(a.vq_steps, a.vq_minutes)
         train("vq-vae", DATASET, out=vq_dir, seed=a.seed, progress=False, **lim)
-    meta = json.loads((vq_dir / "run.json").read_text())
+    meta = read_meta(vq_dir)
     stats = code_stats(vq_dir)
     results["vq-vae"] = {
         "reconstruction_mse": stats["reconstruction_mse"],
@@ -133,7 +134,7 @@ def main() -> None:
         if not (pdir / "run.json").exists():
             lim = limits(a.prior_steps, a.prior_minutes)
             train(prior, "codes:" + str(vq_dir), out=pdir, seed=a.seed, progress=False, **lim)
-        pmeta = json.loads((pdir / "run.json").read_text())
+        pmeta = read_meta(pdir)
         t0 = time.time()
         bits = prior_bits_per_code(pdir)
         results[f"prior-{prior}"] = {
@@ -146,7 +147,7 @@ def main() -> None:
         print(json.dumps(results[f"prior-{prior}"]), flush=True)
     for spec in a.pixel_runs:
         name, _, path = spec.partition("=")
-        pmeta = json.loads((Path(path) / "run.json").read_text())
+        pmeta = read_meta(Path(path))
         results[f"pixel-{name}"] = {
             "steps": pmeta["steps"],
             "minutes": pmeta["wall_time_s"] / 60,
