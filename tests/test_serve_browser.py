@@ -423,6 +423,42 @@ def test_a_translator_page_translates_test_images_and_offers_no_sampling(page, t
         assert page.js_errors == []
 
 
+def test_the_sample_grid_holds_its_place_before_it_loads(page, app_url):
+    """The training grid loads after the page is built; its box must not grow when it arrives, or every
+    section below jumps (a mask being drawn on the inpaint canvas moved away from the pointer mid-stroke:
+    the stroke stopped after its first pointer move). With the grid's file held back, the grid's box is
+    already its final height and the model sections sit where they will stay."""
+    layout = """() => ({ grid: document.querySelector('#grid-img').parentElement.getBoundingClientRect().height,
+                        loaded: document.querySelector('#grid-img').naturalWidth > 0,
+                        model: document.querySelector('#model-area').getBoundingClientRect().top + window.scrollY })"""
+    page.goto(app_url + "/#/run/diffusion")
+    page.wait_for_selector("#inpaint-button")
+    page.wait_for_function("document.querySelector('#grid-img').complete")
+    loaded = page.evaluate(layout)
+    assert loaded["loaded"] and loaded["grid"] == 300, loaded
+    page.goto(app_url + "/#/")
+    page.wait_for_selector("#page-run", state="detached")  # a hash change: the old page goes when "#/" renders
+
+    def hold_grids(route):  # the run's grids point at files that never arrive (the browser cached the real ones)
+        resp = route.fetch()
+        body = resp.json()
+        for g in body["grids"]:
+            g["file"] += ".held-back"
+        route.fulfill(response=resp, json=body)
+
+    page.route("**/api/run?*", hold_grids)
+    try:
+        page.goto(app_url + "/#/run/diffusion")
+        page.wait_for_selector("#inpaint-button")
+        page.wait_for_function("document.querySelector('#grid-img').src.endsWith('.held-back')")
+        page.wait_for_function("document.querySelector('#grid-img').complete")
+        held = page.evaluate(layout)
+        assert not held["loaded"], held
+        assert held["grid"] == loaded["grid"] and held["model"] == loaded["model"], (held, loaded)
+    finally:
+        page.unroute("**/api/run?*")
+
+
 def test_a_drawn_mask_is_what_the_diffusion_model_fills(page, app_url):
     """Painting on the inpaint canvas hides exactly the painted pixels: the sheet's first tile (the known
     pixels, the hidden ones grey) is grey where the stroke went and nowhere else, and the pixels kept

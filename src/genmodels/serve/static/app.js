@@ -242,7 +242,7 @@ function curve(name, pts) {
 function gridSection(grids) {
   const sec = el("section", { class: "card", id: "grids" }, el("h2", {}, "Samples during training"));
   if (!grids.length) return (sec.append(el("p", { class: "muted" }, "No sample grids saved yet.")), sec);
-  const img = el("img", { class: "pix", id: "grid-img", width: 300, alt: "sample grid" });
+  const img = el("img", { class: "pix", id: "grid-img", height: 300, alt: "sample grid" });
   const label = el("span", { id: "grid-label" });
   const slider = el("input", { type: "range", id: "grid-slider", min: 0, max: grids.length - 1, value: grids.length - 1 });
   const show = () => {
@@ -253,7 +253,9 @@ function gridSection(grids) {
   slider.addEventListener("input", show);
   show();
   slider.hidden = grids.length < 2;  // one grid (final.png alone): nothing to slide over
-  sec.append(el("div", { class: "slider" }, slider, label), img);
+  // In a box of fixed height: the grid loads after the page is built (or never, if its file is gone), and
+  // a box that grew then would shift every section below it (a mask being drawn jumped from the pointer).
+  sec.append(el("div", { class: "slider" }, slider, label), el("div", { class: "grid-box" }, img));
   return sec;
 }
 
