@@ -964,9 +964,12 @@ def cmd_translate(a: argparse.Namespace) -> int:
 def cmd_doctor(a: argparse.Namespace) -> int:
     import genmodels.nets
     import genmodels.training  # noqa: F401  (importing them registers their fast paths)
-    from genmodels.device import report
+    from genmodels.device import forget_decisions, report
+    from genmodels.training.speed import PLAN_PREFIX, describe_machine_plans
 
     r = report(remeasure=a.remeasure)
+    r["step_plans_forgotten"] = forget_decisions(PLAN_PREFIX) if a.remeasure else 0
+    r["step_plans"] = describe_machine_plans()
     if a.json:
         print(json.dumps(r, indent=1))
         return 0
@@ -980,6 +983,14 @@ def cmd_doctor(a: argparse.Namespace) -> int:
     print(f"fast paths ({'GENMODELS_FASTPATHS=' + r['fast_paths_setting']}; decisions cached in {r['cache']}):")
     for name, d in r["fast_paths"].items():
         print(f"  {name}: {'on' if d['chosen'] else 'off'} - {d['why']}")
+    if a.remeasure:
+        print(f"training steps: {r['step_plans_forgotten']} cached plans dropped; each is timed again at its next run")
+    else:
+        print("training steps (timed by each model's first run here: precision, layout, compile):")
+        for p in r["step_plans"]:
+            print(f"  {p['model']}: {p['plan']} - {p['why']}")
+        if not r["step_plans"]:
+            print("  none timed yet")
     return 0
 
 

@@ -125,7 +125,8 @@ def forget_fast_paths() -> None:
         _decided.clear()
 
 
-def _mode() -> str:
+def mode() -> str:
+    """The GENMODELS_FASTPATHS setting: auto (measure), on (every fast path, untimed) or off (plain paths)."""
     mode = os.environ.get(ENV, "auto").strip().lower() or "auto"
     if mode not in ("auto", "on", "off"):
         raise GenmodelsError(f"{ENV}={os.environ[ENV]!r} is not a setting; use auto, on or off")
@@ -149,8 +150,8 @@ def _decide(name: str, use_cache: bool = True) -> dict[str, Any]:
 
 
 def _decision(name: str, probe: _Probe, use_cache: bool) -> dict[str, Any]:
-    mode = _mode()
-    if mode == "off":
+    setting = mode()
+    if setting == "off":
         return {"chosen": False, "why": f"{ENV}=off: the plain path", "measured": {}}
     try:
         missing = probe.check()
@@ -158,7 +159,7 @@ def _decision(name: str, probe: _Probe, use_cache: bool) -> dict[str, Any]:
         missing = f"its check failed: {type(e).__name__}: {e}"
     if missing:
         return {"chosen": False, "why": f"{missing}: the plain path", "measured": {}}
-    if mode == "on":
+    if setting == "on":
         return {"chosen": True, "why": f"{ENV}=on: used without timing it", "measured": {}}
     # One process measures while the others on the machine wait for its decision: processes started together
     # (a run and its resume, workers) must take the same path, or their results differ in the last bits.
@@ -328,13 +329,25 @@ def _read_cache() -> dict[str, Any]:
 
 def _write_cache(key: str, name: str, result: dict[str, Any]) -> None:
     """Add one decision to the cache; a cache that cannot be written only costs a measurement next time."""
-    path = cache_file()
     machines = _read_cache()
     entry = machines.get(key) if isinstance(machines.get(key), dict) else {}
     machines[key] = {**entry, name: result}
     text = json.dumps({"format": CACHE_FORMAT, "machines": machines}, indent=1)
     if len(text) > _CACHE_LIMIT:  # many machines or torch versions share this home: keep only this one
-        text = json.dumps({"format": CACHE_FORMAT, "machines": {key: machines[key]}}, indent=1)
+        mine = machines[key]
+        # and of its training-step plans (one per model config) the newest
+        while len(text := json.dumps({"format": CACHE_FORMAT, "machines": {key: mine}}, indent=1)) > _CACHE_LIMIT:
+            old = next((k for k in mine if k != name and k.startswith("train-step ")), None)
+            if old is None:
+                break
+            mine = {k: v for k, v in mine.items() if k != old}
+    _write_doc(text)
+
+
+def _write_doc(text: str) -> None:
+    """Replace the cache file with ``text`` atomically; a cache that cannot be written only costs a
+    measurement next time."""
+    path = cache_file()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".fastpaths-", dir=path.parent)
@@ -348,6 +361,39 @@ def _write_cache(key: str, name: str, result: dict[str, Any]) -> None:
             raise
     except OSError:
         pass
+
+
+def cached_decision(name: str) -> dict[str, Any] | None:
+    """A decision cached for this machine under ``name`` (a training step's plan), or None."""
+    if mode() != "auto":
+        return None
+    entry = _read_cache().get(machine_key(), {}).get(name)
+    return entry if _valid(entry) else None
+
+
+def cached_decisions() -> dict[str, dict[str, Any]]:
+    """Every valid decision cached for this machine, by name."""
+    entries = _read_cache().get(machine_key(), {})
+    return {k: v for k, v in entries.items() if _valid(v)} if isinstance(entries, dict) else {}
+
+
+def forget_decisions(prefix: str) -> int:
+    """Drop this machine's cached decisions whose name starts with ``prefix``; how many were dropped."""
+    with _machine_lock():
+        machines = _read_cache()
+        key = machine_key()
+        mine = machines.get(key) if isinstance(machines.get(key), dict) else {}
+        kept = {k: v for k, v in mine.items() if not k.startswith(prefix)}
+        if len(kept) < len(mine):
+            machines[key] = kept
+            _write_doc(json.dumps({"format": CACHE_FORMAT, "machines": machines}, indent=1))
+        return len(mine) - len(kept)
+
+
+def remember_decision(name: str, result: dict[str, Any]) -> None:
+    """Cache a decision for this machine (``{"chosen", "why", "measured"}``), so later processes reuse it."""
+    with _machine_lock():
+        _write_cache(machine_key(), name, result)
 
 
 def cpu_flags() -> set[str]:

@@ -26,6 +26,7 @@ SCHEDULES = ("constant", "cosine", "linear")
 MAX_BATCH = 16384  # global batch; each process's share is further limited by the Trainer
 MAX_GRID = 32
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+SWITCHES = ("auto", "on", "off")
 
 
 @dataclass
@@ -43,9 +44,12 @@ class TrainConfig:
     grad_clip: float | None = None  # clip the global gradient norm to this value
     ema_decay: float | None = None  # EMA of weights, e.g. 0.999; sampling uses it; null = off
     ema_warmup: bool = True  # decay_t = min(ema_decay, (1 + t) / (10 + t)), so early EMA tracks fast
-    precision: str = (
-        "fp32"  # fp32 | bf16 (autocast, CPU or CUDA) | fp16 (CUDA, loss scaling) | auto (bf16 where native)
-    )
+    # fp32 | bf16 (autocast, CPU or CUDA) | fp16 (CUDA, loss scaling) | auto (bf16 where it runs natively and,
+    # timed on this model's step on this machine, is faster than fp32)
+    precision: str = "fp32"
+    channels_last: str | bool = "auto"  # auto (measured per model step on this machine) | on | off
+    compile: str | bool = "auto"  # torch.compile the loss methods: auto (tried when the run is long enough to repay
+    #   the compile time, kept where the compiled step is faster) | on | off
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
     log_every: int = 50  # steps between metrics.jsonl / TensorBoard records
@@ -79,6 +83,12 @@ class TrainConfig:
             raise unknown("learning-rate schedule", self.schedule, SCHEDULES)
         if self.precision not in PRECISIONS:
             raise unknown("precision", self.precision, PRECISIONS)
+        for key in ("channels_last", "compile"):
+            v = getattr(self, key)
+            if isinstance(v, bool):  # YAML reads on / off / true / false as booleans
+                setattr(self, key, "on" if v else "off")
+            if getattr(self, key) not in SWITCHES:
+                raise unknown(f"train.{key} setting", getattr(self, key), SWITCHES)
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.grad_clip is not None and not self.grad_clip > 0:

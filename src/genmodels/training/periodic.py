@@ -27,6 +27,7 @@ from genmodels.seeding import derive_seed
 from genmodels.training.config import TrainConfig
 from genmodels.training.ema import EMA
 from genmodels.training.schedule import StepBudget
+from genmodels.training.speed import StepPlan
 
 SLOW_ROW_SECONDS = 10.0  # rows are reported once drawing has taken this long
 
@@ -51,6 +52,7 @@ class Checkpointing:
     world: int
     history: list[dict[str, Any]]
     saved_step: int | None
+    plan: StepPlan | None
     _last_ckpt_time: float
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -64,6 +66,8 @@ class Checkpointing:
             "history_tail": self.history[-1] if self.history else {},
             "budget": self.budget.state(),
         }
+        if self.plan is not None:  # a resume runs its steps the same way (compiled kernels included)
+            plain["step_plan"] = {k: v for k, v in self.plan.as_dict().items() if k != "measured"}
         for name, opt in self.optimizers.items():
             t, p = flatten_optimizer(opt.state_dict(), name)
             tensors.update(t)
@@ -122,6 +126,7 @@ class Checkpointing:
             torch.set_rng_state(ck["state"]["rng.torch"])
         self.step = self.saved_step = int(meta["step"])
         self.budget.restore(meta.get("budget"))
+        self.plan = StepPlan.from_dict(meta.get("step_plan"))
         # The batch counter is global, so a run saved at one world size continues at another.
         self.batches = int(meta["batches"])
         self.elapsed = float(meta["elapsed"])

@@ -288,6 +288,7 @@ def _train_locked(
         if monitor and train_cfg.monitor_classes and info.is_main and not ds.pairing
         else None,
     )
+    trainer.model_name = cfg["model_name"]  # names its cached step plan (genmodels doctor)
     if resuming:  # rank 0 reads and verifies the checkpoint; every process continues from the same one
         ck = distributed.broadcast(trainer.read_checkpoint() if info.is_main else None, info)
         trainer.restore(checkpoint=ck)  # False when killed before its first checkpoint: start over
@@ -306,6 +307,8 @@ def _train_locked(
             meta.update(
                 {"status": status, "steps": trainer.step, "wall_time_s": round(trainer.elapsed, 2), "updated": _now()}
             )
+            if trainer.plan is not None:  # how the steps ran on this machine, and why
+                meta["training_step"] = {"plan": trainer.plan.describe(), "why": trainer.plan.why}
             if trainer.history:
                 meta["last_metrics"] = trainer.history[-1]
             write_meta(run_dir, meta)

@@ -26,16 +26,18 @@ import torch
 from torch import nn
 
 from genmodels.device import bf16_is_fast, pick_device
+from genmodels.device import mode as fastpaths_mode
 from genmodels.errors import GenmodelsError
 from genmodels.models.base import Adversarial, Batch, LossOutput
 from genmodels.seeding import derive_seed
-from genmodels.training import distributed
+from genmodels.training import distributed, speed
 from genmodels.training.batches import BatchStream
 from genmodels.training.config import TrainConfig
 from genmodels.training.ema import EMA
 from genmodels.training.optim import LeanAdam
 from genmodels.training.periodic import Checkpointing, Monitor, Sampling
 from genmodels.training.schedule import HARD_LIMIT, StepBudget, lr_factor
+from genmodels.training.speed import StepPlan
 
 __all__ = ["Monitor", "TrainResult", "Trainer", "TrainingDiverged"]
 
@@ -101,6 +103,13 @@ class Trainer(Checkpointing, Sampling):
             self.engine = distributed.Engine(self.model, self.device, self.adversarial)
         self.ema = EMA(model, config.ema_decay, config.ema_warmup) if config.ema_decay else None
         self.amp_dtype = self._amp_dtype()
+        # How a step runs here (precision, layout, compiled or not): measured or restored when fit() starts.
+        self.plan: StepPlan | None = None
+        self.model_name = type(model).__name__
+        self.compiled: speed.Compiled | None = None  # what the steps run compiled
+        self.compile_applied = False
+        self.channels_last = False
+        self.probe_batch: Batch | None = None
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.step = 0
         self.batches = 0
@@ -155,13 +164,18 @@ class Trainer(Checkpointing, Sampling):
         idx = self.stream.indices(self.batches).to(self.device)
         self.batches += 1
         x = self.images[idx].float().div_(255.0)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         y = self.labels[idx] if self.labels is not None else None
         return Batch(x, y)
 
-    def _call(self, method: str, batch: Batch) -> LossOutput:
+    def call_loss(self, method: str, batch: Batch) -> LossOutput:
+        """One loss method on a batch, as a step runs it: autocast, through DDP or compiled per the plan."""
         with self.autocast():
             if self.engine is not None:
                 return self.engine(method, batch)
+            if self.compiled is not None:
+                return self.compiled.call(self.model, method, batch)
             return getattr(self.model, method)(batch)
 
     def _check_finite(self, out: LossOutput, what: str) -> None:
@@ -204,7 +218,7 @@ class Trainer(Checkpointing, Sampling):
         return norm
 
     def single_step(self) -> dict[str, torch.Tensor]:
-        out = self._call("loss", self.next_batch())
+        out = self.call_loss("loss", self.next_batch())
         self._check_finite(out, "loss")
         params = [p for g in self.optimizers["opt"].param_groups for p in g["params"]]
         norm = self._apply("opt", out.loss, params)
@@ -224,7 +238,7 @@ class Trainer(Checkpointing, Sampling):
             batch = self.next_batch()
             parts = []
             for method in methods:
-                d_out = self._call(method, batch)
+                d_out = self.call_loss(method, batch)
                 self._check_finite(d_out, "discriminator loss")
                 d_norm = self._apply("opt_d", d_out.loss, d_params, want_norm=self.measure_norms)
                 parts.append(d_out.loss.detach())
@@ -234,7 +248,7 @@ class Trainer(Checkpointing, Sampling):
         for p in d_params:
             p.requires_grad_(False)
         try:
-            g_out = self._call("generator_loss", batch)
+            g_out = self.call_loss("generator_loss", batch)
             self._check_finite(g_out, "generator loss")
             g_params = [p for g in self.optimizers["opt_g"].param_groups for p in g["params"]]
             g_norm = self._apply("opt_g", g_out.loss, g_params, want_norm=self.measure_norms)
@@ -274,9 +288,11 @@ class Trainer(Checkpointing, Sampling):
             self.logger = MetricsLogger(self.run_dir)
             self.logger.truncate_after(self.step)
         step_fn = self.adversarial_step if self.adversarial else self.single_step
-        bar = self._progress_bar()
         start = time.monotonic()
         elapsed0 = self.elapsed
+        self._plan_step()  # its timing and any compile count inside --max-time
+        self.elapsed = elapsed0 + time.monotonic() - start
+        bar = self._progress_bar()
         window: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = {}  # steps that reported each metric (gradient norms: one per window)
         win_steps, win_imgs, win_time = 0, 0, 0.0
@@ -333,6 +349,29 @@ class Trainer(Checkpointing, Sampling):
             if self.logger is not None:
                 self.logger.close()
         return TrainResult(self.step, self.elapsed, self.history[-1] if self.history else {}, stopped or "steps")
+
+    def _plan_step(self) -> None:
+        """Choose (or, on a resume, take back) how a step runs, and set the model up for it."""
+        c = self.config
+        if self.plan is None:
+            remaining = 60.0 * c.max_time - self.elapsed if c.max_time is not None else None
+            self.plan = speed.choose(self, self.model_name, remaining, fastpaths_mode())
+        plan = self.plan
+        if plan.precision == "fp16" and self.device.type != "cuda":
+            plan.precision = "fp32"
+        self.amp_dtype = plan.amp_dtype
+        fmt = torch.channels_last if plan.channels_last else torch.contiguous_format
+        self.model.to(memory_format=fmt)
+        self.channels_last = plan.channels_last
+        for opt in self.optimizers.values():  # moments in their parameter's layout (a resume reads them dense)
+            for p, st in opt.state.items():
+                for k, v in st.items():
+                    if torch.is_tensor(v) and v.shape == p.shape and v.dim() == 4:
+                        st[k] = v.contiguous(memory_format=fmt)
+        if plan.compile and not self.compile_applied and self.engine is None:
+            speed.compile_step(self)
+        if self.is_main:
+            print(f"training step: {plan.describe()} ({plan.why})", file=sys.stderr, flush=True)
 
     def _agree_stop(self, interrupted: bool) -> str | None:
         """Why to stop before the next step, or None; the same answer on every process."""

@@ -1,0 +1,387 @@
+"""How a training step runs on this machine: bf16 autocast or fp32, channels_last or not, compiled or eager.
+
+Nothing here is assumed from a CPU name. With ``train.precision=auto``, ``train.channels_last=auto`` and
+``train.compile=auto`` the trainer times this model's own forward and backward passes, on a real batch, in
+every combination the settings allow, interleaved (a busy moment slows one round, not one variant), and
+keeps the plain combination unless another is faster by more than ``device.MARGIN``:
+
+* bf16 autocast is a candidate only where bf16 runs natively (``device.bf16_is_fast``);
+* channels_last only for a model with convolutions;
+* torch.compile (inductor) is tried only when the run is long enough to repay a compile (see
+  :func:`_worth_compiling`), and kept only where the compiled pass is faster than the eager one.
+
+The probe saves and restores everything it touches (weights, buffers such as batch-norm statistics, the
+random-number state, gradients), so a run's trajectory does not depend on it; its time counts inside
+``--max-time``. The plan is cached per machine (``device.cache_file``) by model and config, so every run
+of a config on a machine takes the same path, and it is stored in each checkpoint, so a resume takes the
+path its run took (compiled kernels included: the same graph compiles to the same kernels).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from genmodels.device import MARGIN, bf16_is_fast, cached_decision, remember_decision
+
+if TYPE_CHECKING:
+    from genmodels.training.trainer import Trainer
+
+PLAN_PREFIX = "train-step "
+MIN_COMPILE_RUN_S = 180.0  # a first compile takes 10-90 s on 2 cores: shorter runs are not worth the try
+PROBE_SECONDS = 2.0  # the eager variants are timed for about this long in all
+_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class StepPlan:
+    """What a training step runs as."""
+
+    precision: str  # fp32 | bf16 | fp16 (autocast dtype of the loss methods)
+    channels_last: bool
+    compile: bool
+    why: str = ""
+    measured: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return _DTYPES[self.precision]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> StepPlan | None:
+        """A plan read back from a checkpoint or the cache; None when it is not one."""
+        if not isinstance(d, dict) or d.get("precision") not in _DTYPES:
+            return None
+        if not isinstance(d.get("channels_last"), bool) or not isinstance(d.get("compile"), bool):
+            return None
+        measured = d.get("measured") if isinstance(d.get("measured"), dict) else {}
+        return cls(d["precision"], d["channels_last"], d["compile"], str(d.get("why", "")), measured)
+
+    def describe(self) -> str:
+        parts = [
+            "bf16 autocast" if self.precision == "bf16" else self.precision,
+            "channels_last" if self.channels_last else "contiguous",
+            "compiled" if self.compile else "eager",
+        ]
+        return ", ".join(parts)
+
+
+def loss_methods(trainer: Trainer) -> list[str]:
+    """The model methods one training step calls."""
+    if trainer.adversarial:
+        return [*trainer.model.critic_methods, "generator_loss"]  # type: ignore[attr-defined]
+    return ["loss"]
+
+
+def has_convolutions(model: torch.nn.Module) -> bool:
+    return any(p.dim() == 4 for p in model.parameters())
+
+
+def plan_key(trainer: Trainer, model_name: str) -> str:
+    """What a cached plan is valid for on a machine: the model, its config and the settings that shape it."""
+    c = trainer.config
+    model_cfg = getattr(trainer.model, "config", None)
+    doc = {
+        "model": model_name,
+        "config": {k: repr(v) for k, v in sorted(vars(model_cfg).items())} if model_cfg is not None else None,
+        "shape": list(trainer.images.shape[1:]),
+        "batch_size": c.batch_size,
+        "settings": [c.precision, c.channels_last, c.compile],
+        "device": trainer.device.type,
+    }
+    digest = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{PLAN_PREFIX}{model_name} {digest}"
+
+
+def fixed_plan(trainer: Trainer, why: str) -> StepPlan:
+    """The plan without timing anything: the settings as given, ``auto`` as the plain path (bf16 where native)."""
+    c = trainer.config
+    precision = c.precision
+    if precision == "auto":
+        precision = "bf16" if bf16_is_fast(trainer.device) else "fp32"
+    return StepPlan(precision, c.channels_last == "on", c.compile == "on", why)
+
+
+def choose(trainer: Trainer, model_name: str, remaining_s: float | None, mode: str) -> StepPlan:
+    """The step plan for this run: cached for this machine, else measured (``mode`` is the
+    GENMODELS_FASTPATHS setting: ``off`` plain paths, ``on`` every candidate untimed, ``auto`` measure)."""
+    c = trainer.config
+    if mode == "off":
+        return fixed_plan(trainer, "GENMODELS_FASTPATHS=off: the plain path")
+    if trainer.world > 1:
+        return fixed_plan(trainer, "a distributed run: every process takes the plain path, untimed")
+    if all(getattr(c, k) != "auto" for k in ("channels_last", "compile")) and c.precision != "auto":
+        return fixed_plan(trainer, "set in the config")
+    key = plan_key(trainer, model_name)
+    cached = cached_decision(key)
+    if cached is not None:
+        plan = StepPlan.from_dict(cached.get("measured", {}).get("plan"))
+        if plan is not None:
+            plan.why = f"{plan.why} (measured earlier on this machine)"
+            return plan
+    plan = _measure(trainer, remaining_s, mode)
+    remember_decision(key, {"chosen": plan.compile, "why": plan.why, "measured": {"plan": plan.as_dict()}})
+    return plan
+
+
+# ---------------------------------------------------------------------------------------------- measuring
+
+
+def _candidates(trainer: Trainer) -> tuple[list[str], list[bool]]:
+    c = trainer.config
+    if c.precision == "auto":
+        precisions = ["bf16", "fp32"] if bf16_is_fast(trainer.device) else ["fp32"]
+    else:
+        precisions = [c.precision]
+    if c.channels_last == "auto":
+        layouts = [False, True] if has_convolutions(trainer.model) else [False]
+    else:
+        layouts = [c.channels_last == "on"]
+    return precisions, layouts
+
+
+def _measure(trainer: Trainer, remaining_s: float | None, mode: str) -> StepPlan:
+    c = trainer.config
+    precisions, layouts = _candidates(trainer)
+    variants = [(p, cl) for p in precisions for cl in layouts]
+    times: dict[tuple[str, bool], float] = {}
+    notes: list[str] = []
+    with _probing(trainer):
+        if mode == "on":
+            best = (precisions[0], layouts[-1])
+        elif len(variants) > 1:
+            times = _race(trainer, variants)
+            best = variants[0]
+            fastest = min(variants, key=lambda v: times[v])
+            if times[fastest] < (1 - MARGIN) * times[best]:
+                best = fastest
+            notes.append(
+                "timed forward+backward: "
+                + ", ".join(f"{p}{' channels_last' if cl else ''} {1e3 * times[(p, cl)]:.1f} ms" for p, cl in variants)
+            )
+        else:
+            best = variants[0]
+        _apply_layout(trainer, best[1])
+        compiled = False
+        want = c.compile
+        if want == "auto" and mode == "on":
+            want = "on"
+        if want != "off":
+            if best not in times:
+                times.update(_race(trainer, [best]))
+            worth, reason = (True, "") if want == "on" else _worth_compiling(trainer, remaining_s, times[best])
+            if not worth:
+                notes.append(f"not compiled: {reason}")
+            else:
+                compiled, note = _try_compile(trainer, best[0], forced=want == "on")
+                notes.append(note)
+        _apply_layout(trainer, False)
+    measured = {f"{p}{'/channels_last' if cl else ''}_ms": round(1e3 * t, 3) for (p, cl), t in times.items()}
+    return StepPlan(best[0], best[1], compiled, "; ".join(notes) or "one candidate", measured)
+
+
+def _worth_compiling(trainer: Trainer, remaining_s: float | None, eager_s: float) -> tuple[bool, str]:
+    """Whether to try a compile: the run's time left (``--max-time``, else its steps at the eager pass's
+    time) must be long enough to repay a compile that may take a minute and a half."""
+    if remaining_s is None:
+        steps = (trainer.budget.total or trainer.config.steps or 0) - trainer.step
+        remaining_s = steps * eager_s
+    if remaining_s < MIN_COMPILE_RUN_S:
+        left = f"the run has about {remaining_s:.0f} s left"
+        return False, f"{left}, under the {MIN_COMPILE_RUN_S:.0f} s a compile needs to repay"
+    return True, ""
+
+
+class Compiled:
+    """The compiled forms of what a step runs: a single-objective model's loss methods (the whole loss
+    fuses), an adversarial model's networks (its loss methods hand tensors from one to the next, the
+    fakes of the D step to the G step, which one compiled graph per method would free too early)."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        model = trainer.model
+        self.methods: dict[str, Callable[..., Any]] = {}
+        self.forwards: dict[torch.nn.Module, Callable[..., Any]] = {}
+        if trainer.adversarial:
+            for child in model.children():
+                if any(True for _ in child.parameters()):
+                    self.forwards[child] = torch.compile(child.forward)
+        else:
+            self.methods = {m: torch.compile(getattr(model, m)) for m in loss_methods(trainer)}
+
+    def use(self, trainer: Trainer, on: bool) -> None:
+        """Make the trainer's steps run compiled (or eager again)."""
+        trainer.compiled = self if on else None
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """The compiled networks in place for one loss call only: sampling, evaluation and checkpoints
+        between steps see the plain modules (inductor's graphs are traced for training, and the oneDNN
+        linear op does not lower under inference mode)."""
+        for child, fwd in self.forwards.items():
+            child.forward = fwd  # an instance attribute over the class's forward
+        try:
+            yield
+        finally:
+            for child in self.forwards:
+                child.__dict__.pop("forward", None)
+
+    def call(self, model: torch.nn.Module, method: str, batch: Any) -> Any:
+        fn = self.methods.get(method)
+        with self.active():
+            return fn(batch) if fn is not None else getattr(model, method)(batch)
+
+
+def _try_compile(trainer: Trainer, precision: str, forced: bool) -> tuple[bool, str]:
+    """Compile what a step runs and time it against eager; keeps the compiled form when faster."""
+    compiled = None
+    try:
+        compiled = Compiled(trainer)
+        compiled.use(trainer, True)
+        t0 = time.perf_counter()
+        _pass(trainer, precision)  # the compile itself
+        compile_s = time.perf_counter() - t0
+        times = _race_compiled(trainer, compiled, precision)
+    except Exception as e:  # inductor may fail on any model, in any way: then the eager step it is
+        if compiled is not None:
+            compiled.use(trainer, False)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        return False, f"not compiled: torch.compile failed ({type(e).__name__}: {first})"
+    ratio = times[True] / times[False]
+    faster = times[True] < (1 - MARGIN) * times[False]
+    note = (
+        f"compiled in {compile_s:.1f} s: {1e3 * times[True]:.1f} ms against eager {1e3 * times[False]:.1f} ms "
+        f"({ratio:.2f}x)"
+    )
+    keep = faster or forced
+    compiled.use(trainer, keep)
+    trainer.compile_applied = keep
+    if keep:
+        return True, note + (": compiled" if faster else ": compiled (train.compile=on)")
+    return False, note + f": not faster by the {MARGIN:.0%} margin: eager"
+
+
+def compile_step(trainer: Trainer) -> None:
+    """Compile what a step runs, for a plan that says so (a resume, a cached plan); eager when that fails."""
+    try:
+        Compiled(trainer).use(trainer, True)
+        trainer.compile_applied = True
+    except Exception as e:
+        print(f"warning: torch.compile failed ({type(e).__name__}: {e}); training eager", file=sys.stderr)
+
+
+def _race_compiled(trainer: Trainer, compiled: Compiled, precision: str) -> dict[bool, float]:
+    best = {True: float("inf"), False: float("inf")}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < 3 or (time.perf_counter() - start < PROBE_SECONDS and rounds < 20):
+        for on in (True, False) if rounds % 2 else (False, True):
+            compiled.use(trainer, on)
+            t0 = time.perf_counter()
+            _pass(trainer, precision)
+            best[on] = min(best[on], time.perf_counter() - t0)
+        rounds += 1
+    return best
+
+
+def _race(trainer: Trainer, variants: list[tuple[str, bool]]) -> dict[tuple[str, bool], float]:
+    best = dict.fromkeys(variants, float("inf"))
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < 3 or (time.perf_counter() - start < PROBE_SECONDS and rounds < 20):
+        order = variants if rounds % 2 else variants[::-1]
+        for v in order:
+            _apply_layout(trainer, v[1])
+            if rounds == 0:
+                _pass(trainer, v[0])  # warm-up: allocator, oneDNN primitive caches
+            t0 = time.perf_counter()
+            _pass(trainer, v[0])
+            best[v] = min(best[v], time.perf_counter() - t0)
+        rounds += 1
+    return best
+
+
+def _pass(trainer: Trainer, precision: str) -> None:
+    """One step's forward and backward passes (no optimiser update) on the probe batch, called the way the
+    trainer calls them (compiled when ``trainer.compiled`` is set), at ``precision``."""
+    batch = trainer.probe_batch
+    assert batch is not None
+    d_params = list(trainer.model.discriminator_parameters()) if trainer.adversarial else []  # type: ignore[attr-defined]
+    amp = trainer.amp_dtype
+    trainer.amp_dtype = _DTYPES[precision]
+    try:
+        for name in loss_methods(trainer):
+            frozen = name == "generator_loss"
+            for p in d_params:
+                p.requires_grad_(not frozen)
+            trainer.call_loss(name, batch).loss.backward()
+    finally:
+        trainer.amp_dtype = amp
+        for p in d_params:
+            p.requires_grad_(True)
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize(trainer.device)
+    for p in trainer.model.parameters():
+        p.grad = None
+
+
+def _apply_layout(trainer: Trainer, channels_last: bool) -> None:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    trainer.model.to(memory_format=fmt)
+    trainer.channels_last = channels_last
+    if trainer.probe_batch is not None and trainer.probe_batch.x.dim() == 4:
+        x = trainer.probe_batch.x.contiguous(memory_format=fmt)
+        trainer.probe_batch = type(trainer.probe_batch)(x, trainer.probe_batch.y)
+
+
+@contextlib.contextmanager
+def _probing(trainer: Trainer) -> Iterator[None]:
+    """Everything the probe touches is put back: weights, buffers, random state, gradients, layout."""
+    model = trainer.model
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    idx = torch.arange(min(trainer.config.batch_size, len(trainer.images)), device=trainer.device)
+    x = trainer.images[idx].float().div_(255.0)
+    y = trainer.labels[idx] if trainer.labels is not None else None
+    from genmodels.models.base import Batch
+
+    trainer.probe_batch = Batch(x, y)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        trainer.probe_batch = None
+        with torch.no_grad():
+            model.load_state_dict(saved)
+        for p in model.parameters():
+            p.grad = None
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+
+
+def describe_machine_plans() -> list[dict[str, Any]]:
+    """The step plans cached for this machine (``genmodels doctor``)."""
+    from genmodels.device import cached_decisions
+
+    out = []
+    for name, entry in cached_decisions().items():
+        if name.startswith(PLAN_PREFIX):
+            plan = StepPlan.from_dict(entry.get("measured", {}).get("plan"))
+            if plan is not None:
+                out.append({"model": name[len(PLAN_PREFIX) :], "plan": plan.describe(), "why": plan.why})
+    return out
+
+
+__all__ = ["StepPlan", "choose", "compile_step", "describe_machine_plans"]

@@ -1,0 +1,172 @@
+"""How a training step runs on the machine (``training.speed``): precision, memory layout and torch.compile
+chosen by timing the model's own step, without changing what the run computes, recorded in every checkpoint
+so that a resume (compiled kernels included) continues bit for bit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from genmodels.api import train
+from genmodels.checkpoints import latest_checkpoint
+from genmodels.training.speed import PLAN_PREFIX, StepPlan
+from helpers import ForkedCLI
+
+TINY_AE = {"model.channels": [8, 16], "model.latent_dim": 4, "train.schedule": "constant", "train.sample_every": 0}
+TINY_GAN = {
+    "model.g_channels": [16, 8],
+    "model.d_channels": [8, 16],
+    "model.latent_dim": 8,
+    "train.sample_every": 0,
+    "train.monitor_classes": 0,
+}
+
+
+def real_cli(*args: str) -> subprocess.CompletedProcess:
+    """``genmodels ARGS`` in a new interpreter on this process's thread count (the forked test CLI runs on 1
+    thread: another machine key for the fast-path cache, and other kernels: inductor splits its loops by the
+    thread count, so bit-identical resumes hold for the same machine and thread count, the cache's key)."""
+    return subprocess.run([sys.executable, "-m", "genmodels", *args], capture_output=True, text=True, timeout=600)
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(latest_checkpoint(run / "checkpoints") / "model.safetensors")
+
+
+def saved_plan(run: Path) -> dict:
+    return json.loads((latest_checkpoint(run / "checkpoints") / "state.json").read_text())["step_plan"]
+
+
+def cached_plans() -> dict[str, dict]:
+    from genmodels.device import cached_decisions
+
+    return {k: v["measured"]["plan"] for k, v in cached_decisions().items() if k.startswith(PLAN_PREFIX)}
+
+
+@pytest.mark.parametrize(
+    "model, overrides",
+    [("conv-ae", {**TINY_AE, "train.ema_decay": 0.9}), ("dcgan", TINY_GAN)],
+    ids=["autoencoder-with-ema", "gan-with-batch-norm"],
+)
+def test_timing_the_step_changes_nothing_the_run_computes(tmp_path, model, overrides):
+    """The probe runs forward and backward passes on the real model (batch-norm statistics, the random
+    state, gradients): a run that timed its step ends with the very weights of a run told the same plan."""
+    auto = {**overrides, "train.precision": "auto", "train.channels_last": "auto", "train.compile": "off"}
+    train(model, "digits", steps=12, batch_size=16, out=tmp_path / "timed", progress=False, overrides=auto)
+    plan = saved_plan(tmp_path / "timed")
+    assert plan["why"].startswith("timed forward+backward"), plan  # it was measured, not assumed
+    told = {
+        **overrides,
+        "train.precision": plan["precision"],
+        "train.channels_last": "on" if plan["channels_last"] else "off",
+        "train.compile": "off",
+    }
+    train(model, "digits", steps=12, batch_size=16, out=tmp_path / "told", progress=False, overrides=told)
+    assert saved_plan(tmp_path / "told")["why"] == "set in the config"
+    a, b = weights(tmp_path / "timed"), weights(tmp_path / "told")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+
+
+def test_both_layouts_train_the_same_model(tmp_path):
+    """channels_last is a layout, not a different computation: after 12 steps the weights agree with the
+    contiguous run's to float rounding."""
+    runs = {}
+    for layout in ("on", "off"):
+        over = {**TINY_AE, "train.channels_last": layout, "train.compile": "off", "train.precision": "fp32"}
+        train("conv-ae", "digits", steps=12, batch_size=16, out=tmp_path / layout, progress=False, overrides=over)
+        runs[layout] = weights(tmp_path / layout)
+        assert saved_plan(tmp_path / layout)["channels_last"] is (layout == "on")
+    for k, v in runs["on"].items():
+        torch.testing.assert_close(v, runs["off"][k], rtol=1e-4, atol=1e-5)
+
+
+def test_a_compiled_run_resumes_bit_for_bit_in_a_new_process(tmp_path):
+    """train.compile=on: 8 steps in one go, and 4 steps then a resume to 8 in a fresh process (which compiles
+    again), end with identical weights; every checkpoint says the steps ran compiled."""
+    over = {**TINY_AE, "train.compile": "on", "train.precision": "fp32", "train.ckpt_every": 4}
+    train("conv-ae", "digits", steps=8, batch_size=16, out=tmp_path / "straight", progress=False, overrides=over)
+    assert saved_plan(tmp_path / "straight")["compile"] is True
+    train("conv-ae", "digits", steps=4, batch_size=16, out=tmp_path / "split", progress=False, overrides=over)
+    proc = real_cli("train", "--resume", str(tmp_path / "split"), "--steps", "8", "--no-progress")
+    err = proc.stderr
+    assert proc.returncode == 0, err
+    assert "training step: fp32, " in err and ", compiled (" in err, err
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+
+
+def test_a_resume_takes_its_run_s_plan_not_the_machine_s_newer_one(tmp_path):
+    """The plan a run started with is in its checkpoint: a resume keeps it even after the machine's cached
+    plan for the config changed (otherwise the resumed steps would round differently)."""
+    over = {**TINY_AE, "train.precision": "auto", "train.channels_last": "auto", "train.compile": "off"}
+    train("conv-ae", "digits", steps=4, batch_size=16, out=tmp_path / "r", progress=False, overrides=over)
+    first = saved_plan(tmp_path / "r")
+    from genmodels.device import remember_decision
+
+    plans = cached_plans()
+    assert plans, "the first run's plan is cached for the machine"
+    for key, plan in plans.items():  # the machine now says the opposite layout
+        flipped = {**plan, "channels_last": not plan["channels_last"], "why": "flipped by the test"}
+        remember_decision(key, {"chosen": False, "why": "flipped", "measured": {"plan": flipped}})
+    train(resume=tmp_path / "r", steps=8, progress=False)
+    assert saved_plan(tmp_path / "r")["channels_last"] is first["channels_last"]
+    # A new run of the same config takes the machine's (flipped) plan.
+    train("conv-ae", "digits", steps=2, batch_size=16, out=tmp_path / "new", progress=False, overrides=over)
+    assert saved_plan(tmp_path / "new")["channels_last"] is not first["channels_last"]
+
+
+def test_a_short_run_does_not_pay_for_a_compile(tmp_path):
+    over = {**TINY_AE, "train.compile": "auto"}
+    train("conv-ae", "digits", steps=3, batch_size=16, out=tmp_path / "r", progress=False, overrides=over)
+    plan = saved_plan(tmp_path / "r")
+    assert plan["compile"] is False and "not compiled: the run has about" in plan["why"], plan
+
+
+def test_doctor_lists_the_timed_plans_and_remeasure_drops_them(tmp_path):
+    over = {**TINY_AE, "train.precision": "auto", "train.compile": "off"}
+    train("conv-ae", "digits", steps=2, batch_size=16, out=tmp_path / "r", progress=False, overrides=over)
+    proc = real_cli("doctor")
+    out, err = proc.stdout, proc.stderr
+    assert proc.returncode == 0, err
+    assert "training steps (timed by each model's first run here" in out
+    assert any(line.strip().startswith("conv-ae ") and "timed forward+backward" in line for line in out.splitlines()), (
+        out
+    )
+    proc = real_cli("doctor", "--remeasure")
+    assert proc.returncode == 0, proc.stderr
+    assert "cached plans dropped" in proc.stdout
+    assert not cached_plans()
+
+
+@pytest.mark.parametrize("value", ["fast", "maybe"])
+def test_an_unknown_setting_is_one_error_line(tmp_path, value):
+    proc = ForkedCLI(
+        "train",
+        "conv-ae",
+        "--dataset",
+        "digits",
+        "--steps",
+        "1",
+        "--set",
+        f"train.compile={value}",
+        "--out",
+        str(tmp_path / "r"),
+    )
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and err.count("\n") == 1 and "train.compile setting" in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_yaml_on_and_off_are_the_switches(tmp_path):
+    from genmodels.training.config import TrainConfig
+
+    assert TrainConfig(steps=1, compile=True, channels_last=False).compile == "on"
+    assert TrainConfig(steps=1, compile=True, channels_last=False).channels_last == "off"
+    assert StepPlan.from_dict({"precision": "bf16", "channels_last": True, "compile": "yes"}) is None
