@@ -74,17 +74,26 @@ def test_timing_the_step_changes_nothing_the_run_computes(tmp_path, model, overr
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
 
 
-def test_both_layouts_train_the_same_model(tmp_path):
-    """channels_last is a layout, not a different computation: after 12 steps the weights agree with the
-    contiguous run's to float rounding."""
+def test_both_layouts_train_the_same_model_and_the_same_ema(tmp_path):
+    """channels_last is a layout, not a different computation: after 12 steps the weights and their EMA agree
+    with the contiguous run's to float rounding. (The EMA once kept following the weights' old storage after
+    the layout change, so it averaged the initial weights and the samples were noise.)"""
     runs = {}
     for layout in ("on", "off"):
-        over = {**TINY_AE, "train.channels_last": layout, "train.compile": "off", "train.precision": "fp32"}
+        over = {
+            **TINY_AE,
+            "train.channels_last": layout,
+            "train.compile": "off",
+            "train.precision": "fp32",
+            "train.ema_decay": 0.5,
+        }
         train("conv-ae", "digits", steps=12, batch_size=16, out=tmp_path / layout, progress=False, overrides=over)
-        runs[layout] = weights(tmp_path / layout)
+        ck = latest_checkpoint(tmp_path / layout / "checkpoints")
+        runs[layout] = {"model": load_file(ck / "model.safetensors"), "ema": load_file(ck / "ema.safetensors")}
         assert saved_plan(tmp_path / layout)["channels_last"] is (layout == "on")
-    for k, v in runs["on"].items():
-        torch.testing.assert_close(v, runs["off"][k], rtol=1e-4, atol=1e-5)
+    for part in ("model", "ema"):
+        for k, v in runs["on"][part].items():
+            torch.testing.assert_close(v, runs["off"][part][k], rtol=1e-4, atol=1e-5, msg=f"{part} {k}")
 
 
 def test_a_compiled_run_resumes_bit_for_bit_in_a_new_process(tmp_path):

@@ -24,9 +24,10 @@ class EMA:
         live = model.state_dict(keep_vars=True)
         self.names = list(live)
         self.shadow = {k: v.detach().clone() for k, v in live.items()}
-        self._bind(model)
+        self.bind(model)
 
-    def _bind(self, model: nn.Module) -> None:
+    def bind(self, model: nn.Module) -> None:
+        """Follow ``model``'s tensors (again, after ``model.to(memory_format=...)`` gave them new storage)."""
         live = model.state_dict(keep_vars=True)
         self._live_f = [live[k].detach() for k in self.names if live[k].dtype.is_floating_point]
         self._shadow_f = [self.shadow[k] for k in self.names if live[k].dtype.is_floating_point]

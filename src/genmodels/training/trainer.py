@@ -363,6 +363,8 @@ class Trainer(Checkpointing, Sampling):
         fmt = torch.channels_last if plan.channels_last else torch.contiguous_format
         self.model.to(memory_format=fmt)
         self.channels_last = plan.channels_last
+        if self.ema is not None:  # the layout change gave the weights new storage: the EMA must follow it
+            self.ema.bind(self.model)
         for opt in self.optimizers.values():  # moments in their parameter's layout (a resume reads them dense)
             for p, st in opt.state.items():
                 for k, v in st.items():
