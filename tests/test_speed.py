@@ -106,7 +106,7 @@ def test_a_compiled_run_resumes_bit_for_bit_in_a_new_process(tmp_path):
     proc = real_cli("train", "--resume", str(tmp_path / "split"), "--steps", "8", "--no-progress")
     err = proc.stderr
     assert proc.returncode == 0, err
-    assert "training step: fp32, " in err and ", compiled (" in err, err
+    assert "training step: fp32, " in proc.stdout and ", compiled (" in proc.stdout, proc.stdout
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "split")
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
 
@@ -114,13 +114,20 @@ def test_a_compiled_run_resumes_bit_for_bit_in_a_new_process(tmp_path):
 def test_a_resume_takes_its_run_s_plan_not_the_machine_s_newer_one(tmp_path):
     """The plan a run started with is in its checkpoint: a resume keeps it even after the machine's cached
     plan for the config changed (otherwise the resumed steps would round differently)."""
-    over = {**TINY_AE, "train.precision": "auto", "train.channels_last": "auto", "train.compile": "off"}
+    over = {
+        **TINY_AE,
+        "model.latent_dim": 5,  # a config of its own: no other test's cached plan
+        "train.precision": "auto",
+        "train.channels_last": "auto",
+        "train.compile": "off",
+    }
+    before = cached_plans()
     train("conv-ae", "digits", steps=4, batch_size=16, out=tmp_path / "r", progress=False, overrides=over)
     first = saved_plan(tmp_path / "r")
     from genmodels.device import remember_decision
 
-    plans = cached_plans()
-    assert plans, "the first run's plan is cached for the machine"
+    plans = {k: v for k, v in cached_plans().items() if k not in before}
+    assert len(plans) == 1, "the first run's plan is cached for the machine"
     for key, plan in plans.items():  # the machine now says the opposite layout
         flipped = {**plan, "channels_last": not plan["channels_last"], "why": "flipped by the test"}
         remember_decision(key, {"chosen": False, "why": "flipped", "measured": {"plan": flipped}})
@@ -132,14 +139,14 @@ def test_a_resume_takes_its_run_s_plan_not_the_machine_s_newer_one(tmp_path):
 
 
 def test_a_short_run_does_not_pay_for_a_compile(tmp_path):
-    over = {**TINY_AE, "train.compile": "auto"}
+    over = {**TINY_AE, "model.latent_dim": 6, "train.compile": "auto"}
     train("conv-ae", "digits", steps=3, batch_size=16, out=tmp_path / "r", progress=False, overrides=over)
     plan = saved_plan(tmp_path / "r")
     assert plan["compile"] is False and "not compiled: the run has about" in plan["why"], plan
 
 
 def test_doctor_lists_the_timed_plans_and_remeasure_drops_them(tmp_path):
-    over = {**TINY_AE, "train.precision": "auto", "train.compile": "off"}
+    over = {**TINY_AE, "model.latent_dim": 7, "train.precision": "auto", "train.compile": "off"}
     train("conv-ae", "digits", steps=2, batch_size=16, out=tmp_path / "r", progress=False, overrides=over)
     proc = real_cli("doctor")
     out, err = proc.stdout, proc.stderr

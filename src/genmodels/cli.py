@@ -461,6 +461,9 @@ def cmd_train(a: argparse.Namespace) -> int:
     print(f"trained {run.model_name} for {res.step} steps in {res.elapsed:.1f} s ({res.stopped_by}); run: {run.path}")
     if last:
         print("last metrics: " + ", ".join(f"{k}={v}" for k, v in last.items()))
+    plan = run.meta.get("training_step")
+    if isinstance(plan, dict):
+        print(f"training step: {plan.get('plan')} ({plan.get('why')})")
     return 130 if res.stopped_by == "interrupt" else 0
 
 

@@ -26,15 +26,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from genmodels.device import MARGIN, bf16_is_fast, cached_decision, remember_decision
 
-if TYPE_CHECKING:
-    from genmodels.training.trainer import Trainer
-
+# ``trainer`` below is a ``training.trainer.Trainer`` (not imported: the trainer imports this module).
+Trainer = Any
 PLAN_PREFIX = "train-step "
 MIN_COMPILE_RUN_S = 180.0  # a first compile takes 10-90 s on 2 cores: shorter runs are not worth the try
 PROBE_SECONDS = 2.0  # the eager variants are timed for about this long in all
@@ -91,10 +90,10 @@ def has_convolutions(model: torch.nn.Module) -> bool:
 def plan_key(trainer: Trainer, model_name: str) -> str:
     """What a cached plan is valid for on a machine: the model, its config and the settings that shape it."""
     c = trainer.config
-    model_cfg = getattr(trainer.model, "config", None)
     doc = {
         "model": model_name,
-        "config": {k: repr(v) for k, v in sorted(vars(model_cfg).items())} if model_cfg is not None else None,
+        # the architecture, as its tensors' names, shapes and types
+        "tensors": [[k, list(v.shape), str(v.dtype)] for k, v in trainer.model.state_dict().items()],
         "shape": list(trainer.images.shape[1:]),
         "batch_size": c.batch_size,
         "settings": [c.precision, c.channels_last, c.compile],

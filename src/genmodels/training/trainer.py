@@ -372,7 +372,7 @@ class Trainer(Checkpointing, Sampling):
                         st[k] = v.contiguous(memory_format=fmt)
         if plan.compile and not self.compile_applied and self.engine is None:
             speed.compile_step(self)
-        if self.is_main:
+        if self.is_main and c.progress:  # (also in run.json and the CLI's summary on stdout)
             print(f"training step: {plan.describe()} ({plan.why})", file=sys.stderr, flush=True)
 
     def _agree_stop(self, interrupted: bool) -> str | None:
