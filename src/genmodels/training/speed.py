@@ -37,6 +37,7 @@ Trainer = Any
 PLAN_PREFIX = "train-step "
 MIN_COMPILE_RUN_S = 180.0  # a first compile takes 10-90 s on 2 cores: shorter runs are not worth the try
 PROBE_SECONDS = 2.0  # the eager variants are timed for about this long in all
+MAX_ROUNDS = 8  # and in at most this many rounds (a small model's passes take milliseconds: no need for 2 s)
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -283,7 +284,7 @@ def _race_compiled(trainer: Trainer, compiled: Compiled, precision: str) -> dict
     best = {True: float("inf"), False: float("inf")}
     start = time.perf_counter()
     rounds = 0
-    while rounds < 3 or (time.perf_counter() - start < PROBE_SECONDS and rounds < 20):
+    while rounds < 3 or (time.perf_counter() - start < PROBE_SECONDS and rounds < MAX_ROUNDS):
         for on in (True, False) if rounds % 2 else (False, True):
             compiled.use(trainer, on)
             t0 = time.perf_counter()
@@ -297,7 +298,7 @@ def _race(trainer: Trainer, variants: list[tuple[str, bool]]) -> dict[tuple[str,
     best = dict.fromkeys(variants, float("inf"))
     start = time.perf_counter()
     rounds = 0
-    while rounds < 3 or (time.perf_counter() - start < PROBE_SECONDS and rounds < 20):
+    while rounds < 3 or (time.perf_counter() - start < PROBE_SECONDS and rounds < MAX_ROUNDS):
         order = variants if rounds % 2 else variants[::-1]
         for v in order:
             _apply_layout(trainer, v[1])
