@@ -82,7 +82,15 @@ def read_run(run: Path) -> dict:
 
 def quality(run: Path) -> dict:
     path = run / "eval.json"
-    if not path.exists():
+    if not path.exists():  # a translator's evaluation: translation.json, the FID of its translations
+        tr = run / "translation.json"
+        if not tr.exists():
+            return {}
+        import re
+
+        for line in json.loads(tr.read_text()).get("summary_lines", []):
+            if m := re.search(r", translated: FID ([0-9.]+)", line):
+                return {"fid": float(m.group(1))}
         return {}
     rep = json.loads(path.read_text())
     out = {}
