@@ -166,8 +166,8 @@ def _decision(name: str, probe: _Probe, use_cache: bool) -> dict[str, Any]:
     with _machine_lock():
         key = machine_key()
         if use_cache:
-            cached = _read_cache().get(key, {}).get(name)
-            if _valid(cached):
+            cached = cached_decisions().get(name)
+            if cached is not None:
                 return {**cached, "why": f"{cached['why']} (measured earlier on this machine: {cache_file()})"}
         result = _measured(probe)
         _write_cache(key, name, result)
@@ -335,9 +335,9 @@ def _write_cache(key: str, name: str, result: dict[str, Any]) -> None:
     text = json.dumps({"format": CACHE_FORMAT, "machines": machines}, indent=1)
     if len(text) > _CACHE_LIMIT:  # many machines or torch versions share this home: keep only this one
         mine = machines[key]
-        # and of its training-step plans (one per model config) the newest
+        # and, of its other decisions (training-step plans, one per model config), the newest
         while len(text := json.dumps({"format": CACHE_FORMAT, "machines": {key: mine}}, indent=1)) > _CACHE_LIMIT:
-            old = next((k for k in mine if k != name and k.startswith("train-step ")), None)
+            old = next((k for k in mine if k != name and k not in _probes), None)
             if old is None:
                 break
             mine = {k: v for k, v in mine.items() if k != old}
@@ -365,10 +365,7 @@ def _write_doc(text: str) -> None:
 
 def cached_decision(name: str) -> dict[str, Any] | None:
     """A decision cached for this machine under ``name`` (a training step's plan), or None."""
-    if mode() != "auto":
-        return None
-    entry = _read_cache().get(machine_key(), {}).get(name)
-    return entry if _valid(entry) else None
+    return cached_decisions().get(name) if mode() == "auto" else None
 
 
 def cached_decisions() -> dict[str, dict[str, Any]]:

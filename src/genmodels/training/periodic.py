@@ -67,7 +67,7 @@ class Checkpointing:
             "budget": self.budget.state(),
         }
         if self.plan is not None:  # a resume runs its steps the same way (compiled kernels included)
-            plain["step_plan"] = {k: v for k, v in self.plan.as_dict().items() if k != "measured"}
+            plain["step_plan"] = self.plan.as_dict()
         for name, opt in self.optimizers.items():
             t, p = flatten_optimizer(opt.state_dict(), name)
             tensors.update(t)

@@ -25,7 +25,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -48,8 +48,7 @@ class StepPlan:
     precision: str  # fp32 | bf16 | fp16 (autocast dtype of the loss methods)
     channels_last: bool
     compile: bool
-    why: str = ""
-    measured: dict[str, Any] = field(default_factory=dict)
+    why: str = ""  # what was timed and chosen, with the timings
 
     @property
     def amp_dtype(self) -> torch.dtype | None:
@@ -65,8 +64,7 @@ class StepPlan:
             return None
         if not isinstance(d.get("channels_last"), bool) or not isinstance(d.get("compile"), bool):
             return None
-        measured = d.get("measured") if isinstance(d.get("measured"), dict) else {}
-        return cls(d["precision"], d["channels_last"], d["compile"], str(d.get("why", "")), measured)
+        return cls(d["precision"], d["channels_last"], d["compile"], str(d.get("why", "")))
 
     def describe(self) -> str:
         parts = [
@@ -121,7 +119,7 @@ def choose(trainer: Trainer, model_name: str, remaining_s: float | None, mode: s
         return fixed_plan(trainer, "GENMODELS_FASTPATHS=off: the plain path")
     if trainer.world > 1:
         return fixed_plan(trainer, "a distributed run: every process takes the plain path, untimed")
-    if all(getattr(c, k) != "auto" for k in ("channels_last", "compile")) and c.precision != "auto":
+    if "auto" not in (c.precision, c.channels_last, c.compile):
         return fixed_plan(trainer, "set in the config")
     key = plan_key(trainer, model_name)
     cached = cached_decision(key)
@@ -157,11 +155,17 @@ def _measure(trainer: Trainer, remaining_s: float | None, mode: str) -> StepPlan
     variants = [(p, cl) for p in precisions for cl in layouts]
     times: dict[tuple[str, bool], float] = {}
     notes: list[str] = []
-    with _probing(trainer):
+    with _probing(trainer) as idx:
+
+        def variant(v: tuple[str, bool]) -> Callable[[], None]:
+            apply_layout(trainer, v[1])
+            batch = trainer.batch_of(idx)
+            return lambda: _pass(trainer, v[0], batch)
+
         if mode == "on":
             best = (precisions[0], layouts[-1])
         elif len(variants) > 1:
-            times = _race(trainer, variants)
+            times = _fastest({v: (lambda v=v: variant(v)) for v in variants})
             best = variants[0]
             fastest = min(variants, key=lambda v: times[v])
             if times[fastest] < (1 - MARGIN) * times[best]:
@@ -172,23 +176,21 @@ def _measure(trainer: Trainer, remaining_s: float | None, mode: str) -> StepPlan
             )
         else:
             best = variants[0]
-        _apply_layout(trainer, best[1])
         compiled = False
         want = c.compile
         if want == "auto" and mode == "on":
             want = "on"
         if want != "off":
             if best not in times:
-                times.update(_race(trainer, [best]))
+                times.update(_fastest({best: lambda: variant(best)}))
             worth, reason = (True, "") if want == "on" else _worth_compiling(trainer, remaining_s, times[best])
             if not worth:
                 notes.append(f"not compiled: {reason}")
             else:
-                compiled, note = _try_compile(trainer, best[0], forced=want == "on")
+                apply_layout(trainer, best[1])
+                compiled, note = _try_compile(trainer, best[0], trainer.batch_of(idx), forced=want == "on")
                 notes.append(note)
-        _apply_layout(trainer, False)
-    measured = {f"{p}{'/channels_last' if cl else ''}_ms": round(1e3 * t, 3) for (p, cl), t in times.items()}
-    return StepPlan(best[0], best[1], compiled, "; ".join(notes) or "one candidate", measured)
+    return StepPlan(best[0], best[1], compiled, "; ".join(notes) or "one candidate")
 
 
 def _worth_compiling(trainer: Trainer, remaining_s: float | None, eager_s: float) -> tuple[bool, str]:
@@ -242,16 +244,21 @@ class Compiled:
             return fn(batch) if fn is not None else getattr(model, method)(batch)
 
 
-def _try_compile(trainer: Trainer, precision: str, forced: bool) -> tuple[bool, str]:
+def _try_compile(trainer: Trainer, precision: str, batch: Any, forced: bool) -> tuple[bool, str]:
     """Compile what a step runs and time it against eager; keeps the compiled form when faster."""
     compiled = None
     try:
         compiled = Compiled(trainer)
         compiled.use(trainer, True)
         t0 = time.perf_counter()
-        _pass(trainer, precision)  # the compile itself
+        _pass(trainer, precision, batch)  # the compile itself
         compile_s = time.perf_counter() - t0
-        times = _race_compiled(trainer, compiled, precision)
+
+        def side(on: bool) -> Callable[[], None]:
+            compiled.use(trainer, on)
+            return lambda: _pass(trainer, precision, batch)
+
+        times = _fastest({True: lambda: side(True), False: lambda: side(False)}, warm_up=False)
     except Exception as e:  # inductor may fail on any model, in any way: then the eager step it is
         if compiled is not None:
             compiled.use(trainer, False)
@@ -265,7 +272,6 @@ def _try_compile(trainer: Trainer, precision: str, forced: bool) -> tuple[bool, 
     )
     keep = faster or forced
     compiled.use(trainer, keep)
-    trainer.compile_applied = keep
     if keep:
         return True, note + (": compiled" if faster else ": compiled (train.compile=on)")
     return False, note + f": not faster by the {MARGIN:.0%} margin: eager"
@@ -275,47 +281,33 @@ def compile_step(trainer: Trainer) -> None:
     """Compile what a step runs, for a plan that says so (a resume, a cached plan); eager when that fails."""
     try:
         Compiled(trainer).use(trainer, True)
-        trainer.compile_applied = True
     except Exception as e:
         print(f"warning: torch.compile failed ({type(e).__name__}: {e}); training eager", file=sys.stderr)
 
 
-def _race_compiled(trainer: Trainer, compiled: Compiled, precision: str) -> dict[bool, float]:
-    best = {True: float("inf"), False: float("inf")}
+def _fastest(sides: dict[Any, Callable[[], Callable[[], None]]], warm_up: bool = True) -> dict[Any, float]:
+    """Each side's fastest time, over interleaved rounds (the order reversed every other round, so a busy
+    moment slows one round, not one side): at least 3 rounds, more while within ``PROBE_SECONDS``, at most
+    ``MAX_ROUNDS``. A side is a ``prepare`` that sets the model up (untimed) and returns the call to time."""
+    keys = list(sides)
+    best = dict.fromkeys(keys, float("inf"))
     start = time.perf_counter()
     rounds = 0
     while rounds < 3 or (time.perf_counter() - start < PROBE_SECONDS and rounds < MAX_ROUNDS):
-        for on in (True, False) if rounds % 2 else (False, True):
-            compiled.use(trainer, on)
+        for k in keys if rounds % 2 else keys[::-1]:
+            run = sides[k]()
+            if warm_up and rounds == 0:
+                run()  # allocator, oneDNN primitive caches
             t0 = time.perf_counter()
-            _pass(trainer, precision)
-            best[on] = min(best[on], time.perf_counter() - t0)
+            run()
+            best[k] = min(best[k], time.perf_counter() - t0)
         rounds += 1
     return best
 
 
-def _race(trainer: Trainer, variants: list[tuple[str, bool]]) -> dict[tuple[str, bool], float]:
-    best = dict.fromkeys(variants, float("inf"))
-    start = time.perf_counter()
-    rounds = 0
-    while rounds < 3 or (time.perf_counter() - start < PROBE_SECONDS and rounds < MAX_ROUNDS):
-        order = variants if rounds % 2 else variants[::-1]
-        for v in order:
-            _apply_layout(trainer, v[1])
-            if rounds == 0:
-                _pass(trainer, v[0])  # warm-up: allocator, oneDNN primitive caches
-            t0 = time.perf_counter()
-            _pass(trainer, v[0])
-            best[v] = min(best[v], time.perf_counter() - t0)
-        rounds += 1
-    return best
-
-
-def _pass(trainer: Trainer, precision: str) -> None:
-    """One step's forward and backward passes (no optimiser update) on the probe batch, called the way the
+def _pass(trainer: Trainer, precision: str, batch: Any) -> None:
+    """One step's forward and backward passes (no optimiser update) on ``batch``, called the way the
     trainer calls them (compiled when ``trainer.compiled`` is set), at ``precision``."""
-    batch = trainer.probe_batch
-    assert batch is not None
     d_params = list(trainer.model.discriminator_parameters()) if trainer.adversarial else []  # type: ignore[attr-defined]
     amp = trainer.amp_dtype
     trainer.amp_dtype = _DTYPES[precision]
@@ -335,40 +327,36 @@ def _pass(trainer: Trainer, precision: str) -> None:
         p.grad = None
 
 
-def _apply_layout(trainer: Trainer, channels_last: bool) -> None:
+def apply_layout(trainer: Trainer, channels_last: bool) -> None:
+    """Put the model's weights, the batches, the EMA and the optimiser's moments in one memory layout."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     trainer.model.to(memory_format=fmt)
     trainer.channels_last = channels_last
-    if trainer.probe_batch is not None and trainer.probe_batch.x.dim() == 4:
-        x = trainer.probe_batch.x.contiguous(memory_format=fmt)
-        trainer.probe_batch = type(trainer.probe_batch)(x, trainer.probe_batch.y)
+    if trainer.ema is not None:  # the layout change gave the weights new storage: the EMA must follow it
+        trainer.ema.bind(trainer.model)
+    for opt in trainer.optimizers.values():  # moments in their parameter's layout (a resume reads them dense)
+        for p, st in opt.state.items():
+            for k, v in st.items():
+                if torch.is_tensor(v) and v.shape == p.shape and v.dim() == 4:
+                    st[k] = v.contiguous(memory_format=fmt)
 
 
 @contextlib.contextmanager
-def _probing(trainer: Trainer) -> Iterator[None]:
-    """Everything the probe touches is put back: weights, buffers, random state, gradients, layout."""
+def _probing(trainer: Trainer) -> Iterator[torch.Tensor]:
+    """Everything the probe touches is put back: weights, buffers, random state, gradients. Yields the
+    indices of the training images it runs on (the stream of batches does not move)."""
     model = trainer.model
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    cpu_rng = torch.get_rng_state()
-    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     idx = torch.arange(min(trainer.config.batch_size, len(trainer.images)), device=trainer.device)
-    x = trainer.images[idx].float().div_(255.0)
-    y = trainer.labels[idx] if trainer.labels is not None else None
-    from genmodels.models.base import Batch
-
-    trainer.probe_batch = Batch(x, y)
+    cuda = [trainer.device.index or 0] if trainer.device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=[]):
-            yield
+        with torch.random.fork_rng(devices=cuda):
+            yield idx
     finally:
-        trainer.probe_batch = None
         with torch.no_grad():
             model.load_state_dict(saved)
         for p in model.parameters():
             p.grad = None
-        torch.set_rng_state(cpu_rng)
-        if cuda_rng is not None:
-            torch.cuda.set_rng_state_all(cuda_rng)
 
 
 def describe_machine_plans() -> list[dict[str, Any]]:

@@ -107,9 +107,7 @@ class Trainer(Checkpointing, Sampling):
         self.plan: StepPlan | None = None
         self.model_name = type(model).__name__
         self.compiled: speed.Compiled | None = None  # what the steps run compiled
-        self.compile_applied = False
         self.channels_last = False
-        self.probe_batch: Batch | None = None
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.step = 0
         self.batches = 0
@@ -163,6 +161,10 @@ class Trainer(Checkpointing, Sampling):
     def next_batch(self) -> Batch:
         idx = self.stream.indices(self.batches).to(self.device)
         self.batches += 1
+        return self.batch_of(idx)
+
+    def batch_of(self, idx: torch.Tensor) -> Batch:
+        """The training images ``idx`` (and their labels) as a step takes them."""
         x = self.images[idx].float().div_(255.0)
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -357,20 +359,9 @@ class Trainer(Checkpointing, Sampling):
             remaining = 60.0 * c.max_time - self.elapsed if c.max_time is not None else None
             self.plan = speed.choose(self, self.model_name, remaining, fastpaths_mode())
         plan = self.plan
-        if plan.precision == "fp16" and self.device.type != "cuda":
-            plan.precision = "fp32"
         self.amp_dtype = plan.amp_dtype
-        fmt = torch.channels_last if plan.channels_last else torch.contiguous_format
-        self.model.to(memory_format=fmt)
-        self.channels_last = plan.channels_last
-        if self.ema is not None:  # the layout change gave the weights new storage: the EMA must follow it
-            self.ema.bind(self.model)
-        for opt in self.optimizers.values():  # moments in their parameter's layout (a resume reads them dense)
-            for p, st in opt.state.items():
-                for k, v in st.items():
-                    if torch.is_tensor(v) and v.shape == p.shape and v.dim() == 4:
-                        st[k] = v.contiguous(memory_format=fmt)
-        if plan.compile and not self.compile_applied and self.engine is None:
+        speed.apply_layout(self, plan.channels_last)
+        if plan.compile and self.compiled is None and self.engine is None:
             speed.compile_step(self)
         if self.is_main and c.progress:  # (also in run.json and the CLI's summary on stdout)
             print(f"training step: {plan.describe()} ({plan.why})", file=sys.stderr, flush=True)
