@@ -27,12 +27,12 @@ import os
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from old_tree import export
 
 from genmodels.models import make_config, model_spec
 from genmodels.training.config import family_defaults
@@ -86,11 +86,7 @@ def against(rev: str, models: list[str], n: int, batch: int, repeats: int) -> No
     """Whole-image sampling of the working tree against revision ``rev``, alternating processes."""
     repo = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as tmp:
-        archive = Path(tmp) / "old.tar"
-        subprocess.run(["git", "-C", str(repo), "archive", "-o", str(archive), rev, "src"], check=True)
-        with tarfile.open(archive) as tar:
-            tar.extractall(Path(tmp) / "old", filter="data")
-        trees = {"new": repo / "src", rev: Path(tmp) / "old" / "src"}
+        trees = {"new": repo / "src", rev: export(rev, Path(tmp))}
         print(f"torch {torch.__version__}; {n} images in batches of {batch}; median of {repeats} alternating runs\n")
         print(f"| model | {rev}: s / 1,000 | working tree: s / 1,000 | speed-up | same images |")
         print("|---|---:|---:|---:|---|")

@@ -25,12 +25,12 @@ import os
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from old_tree import export
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -43,15 +43,6 @@ FAMILIES = {  # family -> dataset its default is measured on
     "diffusion": "fashion-mnist",
     "translation": "edges:fashion-mnist",
 }
-
-
-def export(rev: str, into: Path) -> Path:
-    """The ``src`` tree of ``rev``, unpacked under ``into``."""
-    archive = into / "old.tar"
-    subprocess.run(["git", "-C", str(ROOT), "archive", "-o", str(archive), rev, "src"], check=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(into, filter="data")
-    return into / "src"
 
 
 def genmodels(src: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
