@@ -48,7 +48,7 @@ class TrainConfig:
     # timed on this model's step on this machine, is faster than fp32)
     precision: str = "fp32"
     channels_last: str | bool = "auto"  # auto (measured per model step on this machine) | on | off
-    compile: str | bool = "auto"  # torch.compile the loss methods: auto (tried when the run is long enough to repay
+    compile: str | bool = "auto"  # torch.compile the training step: auto (tried when the run is long enough to repay
     #   the compile time, kept where the compiled step is faster) | on | off
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
