@@ -56,6 +56,13 @@ PIXELS_JS = """(img) => {
 }"""
 
 
+# The inpaint painter's 8x8 cells, 1 where painted (white), row by row.
+PAINTED_JS = """(c) => { const s = c.width / 8, d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+  const out = []; for (let r = 0; r < 8; r++) for (let q = 0; q < 8; q++)
+    out.push(d[4 * (Math.floor((r + 0.5) * s) * c.width + Math.floor((q + 0.5) * s))] > 127 ? 1 : 0);
+  return out; }"""
+
+
 def _need_browser() -> None:
     """Chromium and Playwright are test requirements; CI (CI=true) installs both, so there a miss fails."""
     try:
@@ -459,14 +466,65 @@ def test_the_sample_grid_holds_its_place_before_it_loads(page, app_url):
         page.unroute("**/api/run?*")
 
 
+def test_the_first_generated_sheet_moves_nothing_below_it(page, app_url):
+    """The run page draws a first sheet of samples without a click; its box is reserved before the sheet
+    arrives, so no section below moves when it lands (on a slow machine it landed while a mask was being
+    painted on the inpaint canvas, and the stroke's last cells fell off the moved canvas)."""
+    held = []
+    page.route("**/api/generate.png?*", lambda route: held.append(route))  # answered only when let go
+    try:
+        open_run_page(page, app_url, "diffusion")
+        for _ in range(200):  # the page asks for the sheet once it is built
+            if held:
+                break
+            page.wait_for_timeout(50)
+        where = "() => document.querySelector('#inpaint-canvas').closest('section').getBoundingClientRect().top"
+        before = page.evaluate(where)
+        assert len(held) == 1 and page.locator("#gen-img").is_hidden()
+        held.pop().continue_()
+        page.wait_for_selector("#gen-img:not([hidden])")
+        page.wait_for_function("document.querySelector('#gen-img').naturalWidth > 0")
+        shown = page.locator("#gen-img").bounding_box()
+        assert shown["width"] == 8 * 48 and shown["height"] > 48, shown  # 16 samples: two rows of eight
+        assert page.evaluate(where) == before
+    finally:
+        page.unroute("**/api/generate.png?*")
+
+
+def open_run_page(page, app_url: str, run: str) -> None:
+    """A run's page built anew (going to the same address again only re-reads the hash: the old page stays)."""
+    page.goto(app_url + "/#/")
+    page.wait_for_selector("#page-run", state="detached")
+    page.goto(app_url + f"/#/run/{run}")
+    page.wait_for_selector("#inpaint-button" if run == "diffusion" else "#page-run")
+
+
+def test_a_stroke_that_leaves_the_canvas_paints_to_its_edge(page, app_url):
+    """The inpaint painter holds the pointer while the button is down: a drag that ends past the canvas's
+    right edge marks every cell up to that edge (without capture the move outside never reached it)."""
+    open_run_page(page, app_url, "diffusion")
+    page.select_option("#inpaint-mask", "drawn")
+    canvas = page.locator("#inpaint-canvas")
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    y = box["y"] + 0.7 * box["height"]  # row 5 of 8
+    page.mouse.move(box["x"] + 0.3 * box["width"], y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 1.5 * box["width"], y)  # one move, ending outside the canvas
+    page.mouse.up()
+    painted = np.array(canvas.evaluate(PAINTED_JS)).reshape(8, 8)
+    assert painted[5, 2:].all() and painted.sum() == 6, painted
+
+
 def test_a_drawn_mask_is_what_the_diffusion_model_fills(page, app_url):
     """Painting on the inpaint canvas hides exactly the painted pixels: the sheet's first tile (the known
     pixels, the hidden ones grey) is grey where the stroke went and nowhere else, and the pixels kept
     are the test image's."""
-    page.goto(app_url + "/#/run/diffusion")
-    page.wait_for_selector("#inpaint-button")
-    page.select_option("#inpaint-mask", "drawn")
+    open_run_page(page, app_url, "diffusion")
     canvas = page.locator("#inpaint-canvas")
+    assert canvas.is_hidden()  # the painter shows only for a drawn mask
+    page.select_option("#inpaint-mask", "drawn")
+    assert canvas.is_visible()
     canvas.scroll_into_view_if_needed()  # mouse coordinates are the viewport's
     box = canvas.bounding_box()
     y = box["y"] + 0.3 * box["height"]
@@ -476,12 +534,7 @@ def test_a_drawn_mask_is_what_the_diffusion_model_fills(page, app_url):
     page.mouse.up()
     # The stroke is gap-free: every cell of row 2 is marked on the canvas, and nothing else (a painter that
     # marked only the cells under each pointer event left gaps in fast or coalesced moves).
-    painted = page.locator("#inpaint-canvas").evaluate(
-        """(c) => { const s = c.width / 8, d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
-           const out = []; for (let r = 0; r < 8; r++) for (let q = 0; q < 8; q++)
-             out.push(d[4 * (Math.floor((r + 0.5) * s) * c.width + Math.floor((q + 0.5) * s))] > 127 ? 1 : 0);
-           return out; }"""
-    )
+    painted = page.locator("#inpaint-canvas").evaluate(PAINTED_JS)
     assert np.array_equal(np.array(painted).reshape(8, 8).nonzero()[0], [2] * 8), np.array(painted).reshape(8, 8)
     page.click("#inpaint-button")
     page.wait_for_selector("#inpaint-img:not([hidden])")

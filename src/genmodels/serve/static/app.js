@@ -320,24 +320,41 @@ function optionControl(o) {
   return labelled(o.name, control);
 }
 
+// A sheet's shown size is known before it arrives (make_grid: 2 px padding; a lone image has none): its box
+// is reserved, so a sheet drawn without a click moves no section below it (on a slow machine the first
+// samples landed while a mask was being painted on the inpaint canvas further down, and the canvas slid
+// away from the pointer mid-stroke).
+function sheetBox(img) {
+  const out = el("div", { class: "out" }, img);
+  const reserve = (cols, rows, shape, columnPx) => {
+    const [, H, W] = shape;
+    const [h, w] = cols * rows === 1 ? [H, W] : [rows * (H + 2) + 2, cols * (W + 2) + 2];
+    img.style.width = cols * columnPx + "px";
+    out.style.minHeight = Math.ceil(cols * columnPx * h / w) + "px";
+  };
+  return { out, reserve };
+}
+
 function generateSection(base, info, stepPicker, common) {
   const opts = info.sample_options.map(optionControl);
   const img = el("img", { class: "pix", id: "gen-img", hidden: true, alt: "generated samples" });
   const timing = el("span", { class: "timing", id: "gen-timing" }), error = el("p", { class: "error", id: "gen-error" });
   const seed = numberInput("seed", 0, { id: "gen-seed", min: 0 }), n = numberInput("n", 16, { id: "gen-n", min: 1, max: 64 });
   const picker = classPicker(info, "gen-class", "all (cycled)");
+  const { out, reserve } = sheetBox(img);
   const go = async () => {
     const params = Object.assign(common(), { n: n.value, seed: seed.value, class: pickedClass(picker) });
     for (const o of sec.querySelectorAll(".opt")) params["opt." + o.name] = o.value;
+    const k = Math.max(1, Math.min(64, Math.floor(+params.n) || 16));
+    reserve(Math.min(8, k), Math.ceil(k / Math.min(8, k)), info.image_shape, 48);
     await fill(img, `/api/generate.png?${base}&${query(params)}`, timing, error);
-    img.style.width = Math.min(8, +params.n) * 48 + "px";
   };
   const sec = el("section", { class: "card", id: "generate" }, el("h2", {}, "Generate"),
     el("p", { class: "muted" }, `${info.model_name}, step ${info.step} (${info.weights} weights), ` +
       `${fmt(info.parameters)} parameters; the same images as genmodels sample for the same seed.`),
     el("div", { class: "controls" }, labelled("seed", seed), labelled("images", n), picker, stepPicker, opts,
       actionButton("gen-button", "generate", go), timing),
-    error, el("div", { class: "out" }, img));
+    error, out);
   setTimeout(go, 0);  // a first grid without a click
   return sec;
 }
@@ -508,7 +525,9 @@ function maskCanvas(H, W) {
     last = [x, y];
     draw();
   };
-  canvas.addEventListener("pointerdown", (e) => { down = true; last = null; paint(e); });
+  canvas.addEventListener("pointerdown", (e) => {  // captured: a drag that leaves the canvas paints to its edge
+    down = true; last = null; canvas.setPointerCapture(e.pointerId); paint(e);
+  });
   canvas.addEventListener("pointermove", (e) => { if (down) paint(e); });
   window.addEventListener("pointerup", () => { down = false; last = null; });
   draw();
@@ -587,6 +606,7 @@ function editSection(base, info, common) {
 // A translator's panel: test examples in columns, each input above its translation and the other side's image.
 function translateSection(base, info, stepPicker, common) {
   const img = el("img", { class: "pix", id: "translate-img", hidden: true, alt: "translations" });
+  const { out, reserve } = sheetBox(img);
   const timing = el("span", { class: "timing" }), error = el("p", { class: "error", id: "translate-error" });
   const { index, thumbs } = testImagePicker(base, common, "translate");
   const n = numberInput("n", 8, { id: "translate-n", min: 1, max: 8 });
@@ -595,8 +615,8 @@ function translateSection(base, info, stepPicker, common) {
     info.translate.map((d) => el("option", { value: d }, d === "forward" ? `${from} to ${to}` : `${to} to ${from}`)));
   const go = async () => {
     const params = Object.assign(common(), { index: index.value, n: n.value, direction: direction.value });
+    reserve(Math.max(1, Math.min(8, Math.floor(+params.n) || 8)), 3, info.image_shape, 64);  // input, translation, target
     await fill(img, `/api/translate.png?${base}&${query(params)}`, timing, error);
-    img.style.width = +params.n * 64 + "px";
   };
   const sec = el("section", { class: "card", id: "translate" }, el("h2", {}, "Translate test images"),
     el("p", { class: "muted" }, `${info.model_name}, step ${info.step}, ${fmt(info.parameters)} parameters. ` +
@@ -605,7 +625,7 @@ function translateSection(base, info, stepPicker, common) {
     thumbs,
     el("div", { class: "controls" }, labelled("first test image", index), labelled("images", n),
       labelled("direction", direction), stepPicker, actionButton("translate-button", "translate", go), timing),
-    error, el("div", { class: "out" }, img));
+    error, out);
   setTimeout(go, 0);
   return sec;
 }
