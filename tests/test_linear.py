@@ -136,3 +136,19 @@ def test_state_dict_and_init_are_nn_linear_s():
     assert isinstance(ours, nn.Linear)
     assert ours.state_dict().keys() == theirs.state_dict().keys()
     assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=True))
+
+
+def test_a_compiled_network_leaves_the_matrix_products_to_the_compiler():
+    """Under torch.compile the layer is plain F.linear, which inductor lowers with its own oneDNN kernels:
+    traced, the oneDNN op itself failed to lower (inductor packs only constant weights), so a compiled
+    sampler or training step of any model with a Linear layer crashed, with and without gradients."""
+    torch.manual_seed(4)
+    layer = Linear(128, 6272)
+    x = torch.randn(64, 128)
+    compiled = torch.compile(layer, dynamic=False)
+    with torch.no_grad():
+        y = compiled(x)
+    assert close(y, reference(x, layer.weight, layer.bias)[0])
+    y = compiled(x.requires_grad_())
+    y.sum().backward()
+    assert x.grad is not None and close(x.grad, layer.weight.sum(0).expand_as(x))

@@ -149,6 +149,7 @@ def _fast(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> bool:
         and w.device.type == "cpu"
         and x.dim() >= 1
         and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()  # inductor lowers F.linear to its own oneDNN kernels; ours fails
         and _available()
     )
 
