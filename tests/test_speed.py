@@ -186,3 +186,49 @@ def test_yaml_on_and_off_are_the_switches(tmp_path):
     assert TrainConfig(steps=1, compile=True, channels_last=False).compile == "on"
     assert TrainConfig(steps=1, compile=True, channels_last=False).channels_last == "off"
     assert StepPlan.from_dict({"precision": "bf16", "channels_last": True, "compile": "yes"}) is None
+
+
+def test_the_sampling_layout_is_timed_once_and_draws_the_same_images(tmp_path, monkeypatch):
+    """A run's first draw times its sampling network in both layouts (on the inputs a real draw gives it),
+    caches the verdict for the machine and applies it; either layout draws the same images for a seed (up to
+    float rounding: the same uint8 pixels), and the timing consumes none of the draw's random numbers."""
+    from genmodels.device import cached_decisions
+    from genmodels.models.sampling_layout import SAMPLE_PREFIX
+    from genmodels.training import load_run
+    from genmodels.viz import to_uint8
+
+    train("dcgan", "digits", steps=3, batch_size=16, out=tmp_path / "r", progress=False, overrides=TINY_GAN)
+    draws = {}
+    for setting in ("off", "on", "auto"):  # off: contiguous; on: channels_last untimed; auto: measured
+        monkeypatch.setenv("GENMODELS_FASTPATHS", setting)
+        run = load_run(tmp_path / "r")
+        draws[setting] = run.sample(40, seed=3)
+        layout, why = run.sampling_layout()
+        first_conv = next(p for p in run.model.generator.parameters() if p.dim() == 4)
+        assert first_conv.is_contiguous(memory_format=torch.channels_last if layout else torch.contiguous_format)
+        assert layout is {"off": False, "on": True}.get(setting, layout), why
+    timed = {k: v for k, v in cached_decisions().items() if k.startswith(SAMPLE_PREFIX + "dcgan ")}
+    assert len(timed) == 1 and "timed the sampling networks at batch 500" in next(iter(timed.values()))["why"]
+    assert "measured earlier on this machine" in load_run(tmp_path / "r").sampling_layout()[1]
+    layouts_differ = max(float((draws[s] - draws["off"]).abs().max()) for s in ("on", "auto"))
+    seeds_differ = float((load_run(tmp_path / "r").sample(40, seed=4) - draws["off"]).abs().max())
+    assert layouts_differ < 1e-5 and seeds_differ > 100 * max(layouts_differ, 1e-7), (layouts_differ, seeds_differ)
+    for setting in ("on", "auto"):
+        assert (to_uint8(draws[setting]) != to_uint8(draws["off"])).mean() < 1e-3
+
+
+def test_a_model_without_convolutions_samples_as_it_is(tmp_path):
+    from genmodels.training import load_run
+
+    train(
+        "gan-mlp",
+        "digits",
+        steps=2,
+        batch_size=16,
+        out=tmp_path / "r",
+        progress=False,
+        overrides={"model.g_hidden": [32], "model.d_hidden": [32], "train.sample_every": 0},
+    )
+    run = load_run(tmp_path / "r")
+    run.sample(4)
+    assert run.sampling_layout() == (False, "no convolutional sampling network")

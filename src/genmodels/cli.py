@@ -968,10 +968,11 @@ def cmd_doctor(a: argparse.Namespace) -> int:
     import genmodels.nets
     import genmodels.training  # noqa: F401  (importing them registers their fast paths)
     from genmodels.device import forget_decisions, report
+    from genmodels.models.sampling_layout import SAMPLE_PREFIX
     from genmodels.training.speed import PLAN_PREFIX, describe_machine_plans
 
     r = report(remeasure=a.remeasure)
-    r["step_plans_forgotten"] = forget_decisions(PLAN_PREFIX) if a.remeasure else 0
+    r["step_plans_forgotten"] = forget_decisions(PLAN_PREFIX) + forget_decisions(SAMPLE_PREFIX) if a.remeasure else 0
     r["step_plans"] = describe_machine_plans()
     if a.json:
         print(json.dumps(r, indent=1))
@@ -987,9 +988,15 @@ def cmd_doctor(a: argparse.Namespace) -> int:
     for name, d in r["fast_paths"].items():
         print(f"  {name}: {'on' if d['chosen'] else 'off'} - {d['why']}")
     if a.remeasure:
-        print(f"training steps: {r['step_plans_forgotten']} cached plans dropped; each is timed again at its next run")
+        print(
+            f"training steps and sampling layouts: {r['step_plans_forgotten']} cached plans dropped; "
+            "each is timed again at its next use"
+        )
     else:
-        print("training steps (timed by each model's first run here: precision, layout, compile):")
+        print(
+            "training steps (timed by each model's first run here: precision, layout, compile) "
+            "and sampling layouts (timed by its first draw):"
+        )
         for p in r["step_plans"]:
             print(f"  {p['model']}: {p['plan']} - {p['why']}")
         if not r["step_plans"]:

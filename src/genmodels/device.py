@@ -244,6 +244,30 @@ def _valid(entry: Any) -> bool:
     )
 
 
+PROBE_SECONDS = 2.0  # fastest(): the sides are timed for about this long in all
+MAX_ROUNDS = 8  # and in at most this many rounds (a small model's passes take milliseconds: no need for 2 s)
+
+
+def fastest(sides: dict[Any, Callable[[], Callable[[], None]]], warm_up: bool = True) -> dict[Any, float]:
+    """Each side's fastest time, over interleaved rounds (the order reversed every other round, so a busy
+    moment slows one round, not one side): at least 3 rounds, more while within ``PROBE_SECONDS``, at most
+    ``MAX_ROUNDS``. A side is a ``prepare`` that sets the model up (untimed) and returns the call to time."""
+    keys = list(sides)
+    best = dict.fromkeys(keys, float("inf"))
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < 3 or (time.perf_counter() - start < PROBE_SECONDS and rounds < MAX_ROUNDS):
+        for k in keys if rounds % 2 else keys[::-1]:
+            run = sides[k]()
+            if warm_up and rounds == 0:
+                run()  # allocator, oneDNN primitive caches
+            t0 = time.perf_counter()
+            run()
+            best[k] = min(best[k], time.perf_counter() - t0)
+        rounds += 1
+    return best
+
+
 def race(
     units: list[tuple[Callable[[], Any], Callable[[], Any]]], budget_s: float = 0.25, min_reps: int = 4
 ) -> dict[str, Any]:

@@ -30,14 +30,13 @@ from typing import Any
 
 import torch
 
-from genmodels.device import MARGIN, bf16_is_fast, cached_decision, remember_decision
+from genmodels.device import MARGIN, bf16_is_fast, cached_decision, fastest, remember_decision
+from genmodels.models.sampling_layout import SAMPLE_PREFIX, has_convolutions
 
 # ``trainer`` below is a ``training.trainer.Trainer`` (not imported: the trainer imports this module).
 Trainer = Any
 PLAN_PREFIX = "train-step "
 MIN_COMPILE_RUN_S = 180.0  # a first compile takes 10-90 s on 2 cores: shorter runs are not worth the try
-PROBE_SECONDS = 2.0  # the eager variants are timed for about this long in all
-MAX_ROUNDS = 8  # and in at most this many rounds (a small model's passes take milliseconds: no need for 2 s)
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -80,10 +79,6 @@ def loss_methods(trainer: Trainer) -> list[str]:
     if trainer.adversarial:
         return [*trainer.model.critic_methods, "generator_loss"]  # type: ignore[attr-defined]
     return ["loss"]
-
-
-def has_convolutions(model: torch.nn.Module) -> bool:
-    return any(p.dim() == 4 for p in model.parameters())
 
 
 def plan_key(trainer: Trainer, model_name: str) -> str:
@@ -165,11 +160,11 @@ def _measure(trainer: Trainer, remaining_s: float | None, mode: str) -> StepPlan
         if mode == "on":
             best = (precisions[0], layouts[-1])
         elif len(variants) > 1:
-            times = _fastest({v: (lambda v=v: variant(v)) for v in variants})
+            times = fastest({v: (lambda v=v: variant(v)) for v in variants})
             best = variants[0]
-            fastest = min(variants, key=lambda v: times[v])
-            if times[fastest] < (1 - MARGIN) * times[best]:
-                best = fastest
+            quickest = min(variants, key=lambda v: times[v])
+            if times[quickest] < (1 - MARGIN) * times[best]:
+                best = quickest
             notes.append(
                 "timed forward+backward: "
                 + ", ".join(f"{p}{' channels_last' if cl else ''} {1e3 * times[(p, cl)]:.1f} ms" for p, cl in variants)
@@ -182,7 +177,7 @@ def _measure(trainer: Trainer, remaining_s: float | None, mode: str) -> StepPlan
             want = "on"
         if want != "off":
             if best not in times:
-                times.update(_fastest({best: lambda: variant(best)}))
+                times.update(fastest({best: lambda: variant(best)}))
             worth, reason = (True, "") if want == "on" else _worth_compiling(trainer, remaining_s, times[best])
             if not worth:
                 notes.append(f"not compiled: {reason}")
@@ -258,7 +253,7 @@ def _try_compile(trainer: Trainer, precision: str, batch: Any, forced: bool) -> 
             compiled.use(trainer, on)
             return lambda: _pass(trainer, precision, batch)
 
-        times = _fastest({True: lambda: side(True), False: lambda: side(False)}, warm_up=False)
+        times = fastest({True: lambda: side(True), False: lambda: side(False)}, warm_up=False)
     except Exception as e:  # inductor may fail on any model, in any way: then the eager step it is
         if compiled is not None:
             compiled.use(trainer, False)
@@ -283,26 +278,6 @@ def compile_step(trainer: Trainer) -> None:
         Compiled(trainer).use(trainer, True)
     except Exception as e:
         print(f"warning: torch.compile failed ({type(e).__name__}: {e}); training eager", file=sys.stderr)
-
-
-def _fastest(sides: dict[Any, Callable[[], Callable[[], None]]], warm_up: bool = True) -> dict[Any, float]:
-    """Each side's fastest time, over interleaved rounds (the order reversed every other round, so a busy
-    moment slows one round, not one side): at least 3 rounds, more while within ``PROBE_SECONDS``, at most
-    ``MAX_ROUNDS``. A side is a ``prepare`` that sets the model up (untimed) and returns the call to time."""
-    keys = list(sides)
-    best = dict.fromkeys(keys, float("inf"))
-    start = time.perf_counter()
-    rounds = 0
-    while rounds < 3 or (time.perf_counter() - start < PROBE_SECONDS and rounds < MAX_ROUNDS):
-        for k in keys if rounds % 2 else keys[::-1]:
-            run = sides[k]()
-            if warm_up and rounds == 0:
-                run()  # allocator, oneDNN primitive caches
-            t0 = time.perf_counter()
-            run()
-            best[k] = min(best[k], time.perf_counter() - t0)
-        rounds += 1
-    return best
 
 
 def _pass(trainer: Trainer, precision: str, batch: Any) -> None:
@@ -360,7 +335,7 @@ def _probing(trainer: Trainer) -> Iterator[torch.Tensor]:
 
 
 def describe_machine_plans() -> list[dict[str, Any]]:
-    """The step plans cached for this machine (``genmodels doctor``)."""
+    """The step plans and sampling layouts cached for this machine (``genmodels doctor``)."""
     from genmodels.device import cached_decisions
 
     out = []
@@ -369,6 +344,9 @@ def describe_machine_plans() -> list[dict[str, Any]]:
             plan = StepPlan.from_dict(entry.get("measured", {}).get("plan"))
             if plan is not None:
                 out.append({"model": name[len(PLAN_PREFIX) :], "plan": plan.describe(), "why": plan.why})
+        elif name.startswith(SAMPLE_PREFIX):  # sampling layouts (models.sampling_layout)
+            layout = "channels_last" if entry["chosen"] else "contiguous"
+            out.append({"model": name[len(SAMPLE_PREFIX) :], "plan": f"sampling {layout}", "why": entry["why"]})
     return out
 
 
