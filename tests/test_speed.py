@@ -232,3 +232,43 @@ def test_a_model_without_convolutions_samples_as_it_is(tmp_path):
     run = load_run(tmp_path / "r")
     run.sample(4)
     assert run.sampling_layout() == (False, "no convolutional sampling network")
+
+
+def test_a_plan_that_cannot_compile_here_trains_eager(tmp_path, monkeypatch, capsys):
+    """A compiled plan from the machine's cache (or a checkpoint) whose compile fails at the first step, here
+    because inductor's C++ compiler is broken, does not end the run: it trains eager from that step, warns
+    once, records the eager plan, and ends with the very weights of a run told to train eager."""
+    import torch._inductor.config as inductor
+
+    from genmodels.device import remember_decision
+
+    over = {**TINY_AE, "model.latent_dim": 9, "train.precision": "fp32", "train.channels_last": "off"}
+    train(
+        "conv-ae",
+        "digits",
+        steps=3,
+        batch_size=16,
+        out=tmp_path / "eager",
+        progress=False,
+        overrides={**over, "train.compile": "off"},
+    )
+    auto = {**over, "train.compile": "auto"}
+    train("conv-ae", "digits", steps=1, batch_size=16, out=tmp_path / "probe", progress=False, overrides=auto)
+    (key,) = [
+        k
+        for k, v in cached_plans().items()
+        if k.startswith(PLAN_PREFIX + "conv-ae ") and saved_plan(tmp_path / "probe") == v
+    ]
+    compiled = {"precision": "fp32", "channels_last": False, "compile": True, "why": "compiled (set by the test)"}
+    remember_decision(key, {"chosen": True, "why": "set by the test", "measured": {"plan": compiled}})
+    monkeypatch.setattr(inductor.cpp, "cxx", (None, "/bin/false"))
+    monkeypatch.setattr(inductor, "fx_graph_cache", False)
+    torch._dynamo.reset()
+    capsys.readouterr()
+    train("conv-ae", "digits", steps=3, batch_size=16, out=tmp_path / "r", progress=False, overrides=auto)
+    err = capsys.readouterr().err
+    assert err.count("warning: torch.compile failed") == 1, err
+    plan = saved_plan(tmp_path / "r")
+    assert plan["compile"] is False and "the compile failed at the first step" in plan["why"], plan
+    a, b = weights(tmp_path / "r"), weights(tmp_path / "eager")
+    assert all(torch.equal(a[k], b[k]) for k in b)

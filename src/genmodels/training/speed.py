@@ -208,6 +208,7 @@ class Compiled:
     def __init__(self, trainer: Trainer) -> None:
         model = trainer.model
         self.methods: dict[str, Callable[..., Any]] = {}
+        self.proven: set[str] = set()  # loss methods whose compiled form has run once (then built)
         self.forwards: dict[torch.nn.Module, Callable[..., Any]] = {}
         if trainer.adversarial:
             for child in model.children():
@@ -223,8 +224,7 @@ class Compiled:
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
         """The compiled networks in place for one loss call only: sampling, evaluation and checkpoints
-        between steps see the plain modules (inductor's graphs are traced for training, and the oneDNN
-        linear op does not lower under inference mode)."""
+        between steps see the plain modules (inductor's graphs are traced for training)."""
         for child, fwd in self.forwards.items():
             child.forward = fwd  # an instance attribute over the class's forward
         try:
@@ -236,7 +236,14 @@ class Compiled:
     def call(self, model: torch.nn.Module, method: str, batch: Any) -> Any:
         fn = self.methods.get(method)
         with self.active():
-            return fn(batch) if fn is not None else getattr(model, method)(batch)
+            out = fn(batch) if fn is not None else getattr(model, method)(batch)
+        self.proven.add(method)
+        return out
+
+
+def is_compile_failure(e: BaseException) -> bool:
+    """Whether an error came from torch.compile building a graph (dynamo or inductor), not from the model."""
+    return type(e).__module__.startswith(("torch._dynamo", "torch._inductor"))
 
 
 def _try_compile(trainer: Trainer, precision: str, batch: Any, forced: bool) -> tuple[bool, str]:
