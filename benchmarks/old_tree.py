@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def export(rev: str, into: Path) -> Path:
     """The ``src`` tree of ``rev`` (``git archive``), unpacked under ``into``; returns that ``src``."""
+    into.mkdir(parents=True, exist_ok=True)
     archive = into / "old.tar"
     subprocess.run(["git", "-C", str(ROOT), "archive", "-o", str(archive), rev, "src"], check=True)
     with tarfile.open(archive) as tar:

@@ -69,7 +69,6 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        (tmp_path / "old").mkdir()
         sides = {"old": export(a.against, tmp_path / "old"), "new": ROOT / "src"}
         for i, spec in enumerate(a.runs):
             family, run = spec.split("=", 1)

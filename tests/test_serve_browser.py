@@ -443,8 +443,6 @@ def test_the_sample_grid_holds_its_place_before_it_loads(page, app_url):
     page.wait_for_function("document.querySelector('#grid-img').complete")
     loaded = page.evaluate(layout)
     assert loaded["loaded"] and loaded["grid"] == 300, loaded
-    page.goto(app_url + "/#/")
-    page.wait_for_selector("#page-run", state="detached")  # a hash change: the old page goes when "#/" renders
 
     def hold_grids(route):  # the run's grids point at files that never arrive (the browser cached the real ones)
         resp = route.fetch()
@@ -455,8 +453,7 @@ def test_the_sample_grid_holds_its_place_before_it_loads(page, app_url):
 
     page.route("**/api/run?*", hold_grids)
     try:
-        page.goto(app_url + "/#/run/diffusion")
-        page.wait_for_selector("#inpaint-button")
+        open_run_page(page, app_url, "diffusion")
         page.wait_for_function("document.querySelector('#grid-img').src.endsWith('.held-back')")
         page.wait_for_function("document.querySelector('#grid-img').complete")
         held = page.evaluate(layout)

@@ -288,6 +288,20 @@ class FitsToData(Protocol):
     ) -> dict[str, float]: ...
 
 
+def has_convolutions(model: nn.Module) -> bool:
+    return any(p.dim() == 4 for p in model.parameters())
+
+
+def architecture_key(network: nn.Module, /, **facts: Any) -> str:
+    """16 hex digits naming a model's architecture (its tensors' names, shapes and dtypes) together with
+    ``facts`` (JSON values): what a decision timed on this model, cached per machine, is valid for."""
+    import hashlib
+    import json
+
+    doc = {"tensors": [[k, list(v.shape), str(v.dtype)] for k, v in network.state_dict().items()], **facts}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def is_conditional(model: Any) -> bool:
     """Whether ``model`` is class-conditional (a Generative whose ``conditional`` is true)."""
     return isinstance(model, Generative) and bool(model.conditional)

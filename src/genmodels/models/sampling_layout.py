@@ -11,19 +11,13 @@ U-Net's compile takes about 43 s and saves about 7 s per 1,000 DPM-Solver++ samp
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from genmodels.device import MARGIN, cached_decision, fastest, remember_decision
-
-
-def has_convolutions(model: torch.nn.Module) -> bool:
-    return any(p.dim() == 4 for p in model.parameters())
-
+from genmodels.models.base import architecture_key, has_convolutions
 
 SAMPLE_PREFIX = "sample-layout "
 SAMPLING_NETWORKS = ("denoiser", "generator", "decoder")  # what a family's sampler runs, batch after batch
@@ -46,13 +40,8 @@ def sampling_layout(model: torch.nn.Module, model_name: str, mode: str) -> tuple
     if not nets or not any(has_convolutions(n) for n in nets):
         return False, "no convolutional sampling network"
     device = next(model.parameters()).device
-    doc = {
-        "model": model_name,
-        "tensors": [[k, list(v.shape), str(v.dtype)] for k, v in model.state_dict().items()],
-        "device": device.type,
-        "batch": SAMPLE_PROBE_BATCH,
-    }
-    key = f"{SAMPLE_PREFIX}{model_name} {hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]}"
+    digest = architecture_key(model, model=model_name, device=device.type, batch=SAMPLE_PROBE_BATCH)
+    key = f"{SAMPLE_PREFIX}{model_name} {digest}"
     cached = cached_decision(key)
     if cached is not None:
         return bool(cached["chosen"]), f"{cached['why']} (measured earlier on this machine)"

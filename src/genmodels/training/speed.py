@@ -20,8 +20,6 @@ path its run took (compiled kernels included: the same graph compiles to the sam
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +29,8 @@ from typing import Any
 import torch
 
 from genmodels.device import MARGIN, bf16_is_fast, cached_decision, fastest, remember_decision
-from genmodels.models.sampling_layout import SAMPLE_PREFIX, has_convolutions
+from genmodels.models.base import architecture_key, has_convolutions
+from genmodels.models.sampling_layout import SAMPLE_PREFIX
 
 # ``trainer`` below is a ``training.trainer.Trainer`` (not imported: the trainer imports this module).
 Trainer = Any
@@ -84,16 +83,14 @@ def loss_methods(trainer: Trainer) -> list[str]:
 def plan_key(trainer: Trainer, model_name: str) -> str:
     """What a cached plan is valid for on a machine: the model, its config and the settings that shape it."""
     c = trainer.config
-    doc = {
-        "model": model_name,
-        # the architecture, as its tensors' names, shapes and types
-        "tensors": [[k, list(v.shape), str(v.dtype)] for k, v in trainer.model.state_dict().items()],
-        "shape": list(trainer.images.shape[1:]),
-        "batch_size": c.batch_size,
-        "settings": [c.precision, c.channels_last, c.compile],
-        "device": trainer.device.type,
-    }
-    digest = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+    digest = architecture_key(
+        trainer.model,
+        model=model_name,
+        shape=list(trainer.images.shape[1:]),
+        batch_size=c.batch_size,
+        settings=[c.precision, c.channels_last, c.compile],
+        device=trainer.device.type,
+    )
     return f"{PLAN_PREFIX}{model_name} {digest}"
 
 
@@ -264,8 +261,7 @@ def _try_compile(trainer: Trainer, precision: str, batch: Any, forced: bool) -> 
     except Exception as e:  # inductor may fail on any model, in any way: then the eager step it is
         if compiled is not None:
             compiled.use(trainer, False)
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        return False, f"not compiled: torch.compile failed ({type(e).__name__}: {first})"
+        return False, f"not compiled: torch.compile failed ({compile_error(e)})"
     ratio = times[True] / times[False]
     faster = times[True] < (1 - MARGIN) * times[False]
     note = (
@@ -280,11 +276,27 @@ def _try_compile(trainer: Trainer, precision: str, batch: Any, forced: bool) -> 
 
 
 def compile_step(trainer: Trainer) -> None:
-    """Compile what a step runs, for a plan that says so (a resume, a cached plan); eager when that fails."""
+    """Compile what a step runs, for a plan that says so (a resume, a cached plan); eager when that fails
+    here or, the compile being lazy, at the first step (``Trainer.call_loss`` calls :func:`fall_back_eager`)."""
     try:
         Compiled(trainer).use(trainer, True)
     except Exception as e:
-        print(f"warning: torch.compile failed ({type(e).__name__}: {e}); training eager", file=sys.stderr)
+        fall_back_eager(trainer, e)
+
+
+def fall_back_eager(trainer: Trainer, e: Exception) -> None:
+    """A plan's compile failed: the run goes on eager with one warning, and its plan says so (checkpoints keep
+    it, so a resume does not try again)."""
+    print(f"warning: torch.compile failed ({compile_error(e)}); training eager", file=sys.stderr)
+    trainer.compiled = None
+    if trainer.plan is not None and trainer.plan.compile:
+        trainer.plan.compile = False
+        trainer.plan.why += f"; the compile failed at the first step ({type(e).__name__}): eager"
+
+
+def compile_error(e: BaseException) -> str:
+    """A compile error in one line: its type and the first line of its message."""
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
 
 
 def _pass(trainer: Trainer, precision: str, batch: Any) -> None:

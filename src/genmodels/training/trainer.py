@@ -182,18 +182,8 @@ class Trainer(Checkpointing, Sampling):
                 except Exception as e:
                     if method in self.compiled.proven or not speed.is_compile_failure(e):
                         raise
-                    self._compile_failed(e)  # a plan from a checkpoint or the cache that cannot compile here
+                    speed.fall_back_eager(self, e)  # a plan from a checkpoint or the cache that cannot compile here
             return getattr(self.model, method)(batch)
-
-    def _compile_failed(self, e: Exception) -> None:
-        """The compiled step failed to build at its first call: the run goes on eager, and says so in its plan
-        (which checkpoints keep, so a resume does not try again)."""
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        print(f"warning: torch.compile failed ({type(e).__name__}: {first}); training eager", file=sys.stderr)
-        self.compiled = None
-        if self.plan is not None:
-            self.plan.compile = False
-            self.plan.why += f"; the compile failed at the first step ({type(e).__name__}): eager"
 
     def _check_finite(self, out: LossOutput, what: str) -> None:
         bad = not torch.isfinite(out.loss.detach()).item()
