@@ -411,10 +411,17 @@ def forget_decisions(prefix: str) -> int:
         return len(mine) - len(kept)
 
 
-def remember_decision(name: str, result: dict[str, Any]) -> None:
-    """Cache a decision for this machine (``{"chosen", "why", "measured"}``), so later processes reuse it."""
+def remember_decision(name: str, result: dict[str, Any], first_wins: bool = False) -> dict[str, Any]:
+    """Cache a decision for this machine (``{"chosen", "why", "measured"}``), so later processes reuse it;
+    returns what is cached. ``first_wins``: a decision another process cached meanwhile (two first runs of
+    a config timed at once) is kept and returned instead, so both take one path."""
     with _machine_lock():
+        if first_wins:
+            entry = _read_cache().get(machine_key(), {}).get(name) if mode() == "auto" else None
+            if _valid(entry):
+                return entry
         _write_cache(machine_key(), name, result)
+        return result
 
 
 def cpu_flags() -> set[str]:

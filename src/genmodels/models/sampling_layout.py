@@ -74,8 +74,8 @@ def sampling_layout(model: torch.nn.Module, model_name: str, mode: str) -> tuple
         f"channels_last {1e3 * times[True]:.1f} ms: " + ("channels_last" if chosen else "contiguous")
     )
     measured = {"contiguous_ms": 1e3 * times[False], "channels_last_ms": 1e3 * times[True]}
-    remember_decision(key, {"chosen": chosen, "why": why, "measured": measured})
-    return chosen, why
+    stored = remember_decision(key, {"chosen": chosen, "why": why, "measured": measured}, first_wins=True)
+    return bool(stored["chosen"]), stored["why"]  # another process's verdict where it timed this model first
 
 
 def _captured_calls(model: torch.nn.Module, nets: list[torch.nn.Module]) -> list[tuple[Any, ...]]:

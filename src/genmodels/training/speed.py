@@ -121,7 +121,13 @@ def choose(trainer: Trainer, model_name: str, remaining_s: float | None, mode: s
             plan.why = f"{plan.why} (measured earlier on this machine)"
             return plan
     plan = _measure(trainer, remaining_s, mode)
-    remember_decision(key, {"chosen": plan.compile, "why": plan.why, "measured": {"plan": plan.as_dict()}})
+    mine = {"chosen": plan.compile, "why": plan.why, "measured": {"plan": plan.as_dict()}}
+    stored = remember_decision(key, mine, first_wins=True)
+    if stored is not mine:  # another run of this config timed it first: every run here takes one path
+        other = StepPlan.from_dict(stored.get("measured", {}).get("plan"))
+        if other is not None:
+            other.why = f"{other.why} (measured by another run on this machine at the same time)"
+            return other
     return plan
 
 

@@ -368,6 +368,8 @@ class Trainer(Checkpointing, Sampling):
         speed.apply_layout(self, plan.channels_last)
         if plan.compile and self.compiled is None and self.engine is None:
             speed.compile_step(self)
+        elif not plan.compile:
+            self.compiled = None  # the probe's compiled form, where another run's plan (taken instead) is eager
         if self.is_main and c.progress:  # (also in run.json and the CLI's summary on stdout)
             print(f"training step: {plan.describe()} ({plan.why})", file=sys.stderr, flush=True)
 
