@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from genmodels.api import train
 from genmodels.checkpoints import latest_checkpoint
-from genmodels.training.speed import PLAN_PREFIX, StepPlan
+from genmodels.training.speed import PLAN_PREFIX, StepPlan, _worth_compiling
 from helpers import ForkedCLI
 
 TINY_AE = {"model.channels": [8, 16], "model.latent_dim": 4, "train.schedule": "constant", "train.sample_every": 0}
@@ -143,6 +143,15 @@ def test_a_short_run_does_not_pay_for_a_compile(tmp_path):
     train("conv-ae", "digits", steps=3, batch_size=16, out=tmp_path / "r", progress=False, overrides=over)
     plan = saved_plan(tmp_path / "r")
     assert plan["compile"] is False and "not compiled: the run has about" in plan["why"], plan
+
+
+def test_only_a_run_of_ten_minutes_or_more_tries_a_compile():
+    """A compile try costs 17-82 s on 2 cores and was kept for one family default in six: a 3- or 5-minute run
+    (the old-against-new benchmark's length) does not try it; 10 minutes and more do."""
+    for minutes in (3, 5, 9.9):
+        worth, why = _worth_compiling(None, 60.0 * minutes, eager_s=0.1)
+        assert worth is False and f"about {60 * minutes:.0f} s left, under the 600 s" in why, why
+    assert _worth_compiling(None, 600.0, eager_s=0.1) == (True, "")
 
 
 def test_doctor_lists_the_timed_plans_and_remeasure_drops_them(tmp_path):
