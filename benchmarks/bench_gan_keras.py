@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_models import bench, matmul_peak
+from bench_models import bench, flops_per_image, matmul_peak
 
 from genmodels.data import load_dataset
 from genmodels.models import FAMILIES, make_config, model_spec
@@ -222,6 +222,16 @@ def main() -> int:
         print("\n(Keras side skipped: --no-keras)")
 
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
+    # How much of this machine's arithmetic a classic iteration uses: it bounds what any speed-up can reach here.
+    counted = classic_trainer(ds, a.batch_size)
+    iter_flops = flops_per_image(counted) * counted.batches * a.batch_size  # one iteration, all its batches
+    result.update(classic_mflop_per_iter=iter_flops / 1e6, fp32_peak_gflops=peak32)
+    print(
+        f"\nclassic iteration: {iter_flops / 1e6:.0f} MFLOP (G and D forward and backward, counted by torch); "
+        f"genmodels {iter_flops / ours / 1e9:.1f} GFLOP/s = {100 * iter_flops / ours / 1e9 / peak32:.0f}% of this "
+        f"run's fp32 matmul peak ({peak32:.0f} GFLOP/s)"
+        + (f", Keras {iter_flops / keras_s / 1e9:.1f} GFLOP/s" if keras_s is not None else "")
+    )
     name = FAMILIES["gan"]
     row = bench(name, ds, a.default_steps, None, None)
     peak32b, peak16b = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
